@@ -1,0 +1,86 @@
+"""The ``cryovae`` command group.
+
+Every subcommand lives in its own module ``cryovae/cli/<name>.py`` exposing a click command
+called ``command``; it is imported only when used, so ``cryovae --help`` stays fast.
+A :class:`cryovae.errors.CryovaeError` raised anywhere below becomes one line on stderr and
+exit status 2; other exceptions are bugs and keep their traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+
+import click
+
+from cryovae import __version__
+from cryovae.errors import CryovaeError
+
+#: subcommand name -> (module under cryovae.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("info", "Summarise a particle file: count, box, pixel size, optics, stacks."),
+    "preprocess": ("preprocess", "Fourier-crop, invert and normalise a stack once, write a new star."),
+    "train": ("train", "Train TARGET-VAE or spatial-VAE; write poses and latents into a star."),
+    "encode": ("encode", "Apply a trained run to a particle file; write a star with poses and latents."),
+    "simulate": ("simulate", "Simulate particle stacks with known conformation and pose."),
+    "evaluate": ("evaluate", "Score a cryovae star against simulated ground truth."),
+    "demo": ("demo", "Simulate, train, traverse and evaluate on a built-in example."),
+    "traverse": ("traverse", "Decode images along the latent space of a trained run."),
+    "analyze": ("analyze", "Plots, clusters and an HTML report for a trained run."),
+}
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a subcommand's module only when it is invoked."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name, (mod, _) in COMMANDS.items() if _available(mod))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in COMMANDS:
+            return None
+        module_name, _ = COMMANDS[cmd_name]
+        try:
+            module = importlib.import_module(f"cryovae.cli.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"cryovae.cli.{module_name}":
+                return None
+            raise
+        return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except CryovaeError as exc:
+            sub = ctx.invoked_subcommand or "cryovae"
+            click.echo(f"cryovae {sub}: error: {exc}", err=True)
+            sys.exit(2)
+
+
+def _available(module_name: str) -> bool:
+    return importlib.util.find_spec(f"cryovae.cli.{module_name}") is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="cryovae")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+def cli(verbose: int) -> None:
+    """cryovae: learn in-plane pose and conformation of cryo-EM particles.
+
+    Example: cryovae train particles.star --group p8 --zdim 1 -o run1
+    """
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.getLogger("cryovae").setLevel(min(level, logging.INFO))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

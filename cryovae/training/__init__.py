@@ -1,0 +1,1 @@
+"""cryovae.training"""

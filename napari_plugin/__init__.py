@@ -1,0 +1,1 @@
+"""napari plugin for cryovae: reader, latent explorer, sample data (npe2 manifest napari.yaml)."""
