@@ -1,1 +1,17 @@
-"""cryovae.io"""
+"""cryovae.io: the only code that touches paths.
+
+Read any particle file (RELION 3.0/3.1+ star, cryoSPARC .cs, bare .mrcs/.mrc) with
+:func:`read_particles`; write results with :func:`write_particles_star`, :func:`write_stack`
+and :func:`write_star`. Every writer is atomic (:mod:`cryovae.io.atomic`).
+"""
+
+from cryovae.io.atomic import atomic_path, refuse_overwrite_input
+from cryovae.io.writers import open_stack_for_writing, write_stack, write_star
+
+__all__ = [
+    "atomic_path",
+    "refuse_overwrite_input",
+    "open_stack_for_writing",
+    "write_stack",
+    "write_star",
+]

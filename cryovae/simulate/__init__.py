@@ -1,1 +1,23 @@
-"""cryovae.simulate"""
+"""Simulated particle stacks with ground truth (hinge, two arms, a user's map).
+
+Example::
+
+    from cryovae.simulate import SimulationConfig, simulate_hinge, write_simulation
+    sim = simulate_hinge(SimulationConfig(n=2000, box=40, pixel_size_A=4.0, snr=0.1, seed=1))
+    write_simulation(sim, "sim_hinge")   # particles.mrcs, particles.star, truth.csv
+"""
+
+from cryovae.simulate.config import SimulationConfig
+from cryovae.simulate.molecules import Molecule, arms_molecule, hinge_molecule
+from cryovae.simulate.simulator import (
+    SimulatedParticles,
+    simulate_arms,
+    simulate_hinge,
+    simulate_volume,
+)
+from cryovae.simulate.writer import read_truth, write_simulation
+
+__all__ = [
+    "Molecule", "SimulatedParticles", "SimulationConfig", "arms_molecule", "hinge_molecule",
+    "read_truth", "simulate_arms", "simulate_hinge", "simulate_volume", "write_simulation",
+]

@@ -1,0 +1,129 @@
+"""Pictures of an evaluation against simulated ground truth.
+
+Each function takes arrays and returns a :class:`matplotlib.figure.Figure` (Agg canvas, no
+pyplot state); the caller saves it (``fig.savefig(path)``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from cryovae.analysis.metrics import angular_errors, pearson
+from cryovae.geometry import wrap_degrees
+
+_POINT = dict(s=4, alpha=0.35, linewidths=0, rasterized=True)
+
+
+def rotation_figure(true_psi_deg: np.ndarray, pred_psi_deg: np.ndarray, offset_deg: float = 0.0,
+                    circular_correlation: float | None = None, title: str | None = None) -> Figure:
+    """Predicted vs true in-plane rotation (as TARGET-VAE Fig. 2) and the error histogram.
+
+    Parameters
+    ----------
+    true_psi_deg, pred_psi_deg : (n,) degrees.
+    offset_deg : global offset removed from the prediction before plotting (best fit).
+    circular_correlation : shown in the title when given.
+
+    Left: ``wrap(pred - offset)`` against true, both in (-180, 180]; a perfect prediction lies
+    on the diagonal (points at the corners are the same angle wrapped). Right: histogram of
+    the absolute angular error, with the 15-degree threshold and the median marked.
+    """
+    true = wrap_degrees(true_psi_deg)
+    pred = wrap_degrees(np.asarray(pred_psi_deg, dtype=np.float64) - offset_deg)
+    err = angular_errors(pred, true)
+    fig = Figure(figsize=(9.5, 4.2), constrained_layout=True)
+    ax, hx = fig.subplots(1, 2)
+    ax.scatter(true, pred, c="tab:blue", **_POINT)
+    ax.plot([-180, 180], [-180, 180], color="k", lw=0.8, ls="--")
+    ax.set(xlim=(-180, 180), ylim=(-180, 180), xlabel="true psi (deg)",
+           ylabel=f"predicted psi - {offset_deg:.1f} (deg)", aspect="equal")
+    ax.set_xticks(range(-180, 181, 90))
+    ax.set_yticks(range(-180, 181, 90))
+    ax.set_title("rotation" + (f": circular corr {circular_correlation:.3f}" if circular_correlation is not None else ""))
+    hx.hist(err, bins=np.linspace(0, 180, 73), color="tab:gray")
+    med = float(np.median(err))
+    hx.axvline(15.0, color="tab:red", lw=1, label=f"15°: {np.mean(err <= 15):.1%} within")
+    hx.axvline(med, color="tab:blue", lw=1, ls="--", label=f"median {med:.1f}°")
+    hx.set(xlabel="|angular error| (deg)", ylabel="particles", xlim=(0, 180))
+    hx.legend(frameon=False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def latent_figure(latents: np.ndarray, conformation: np.ndarray,
+                  latent_names: list[str] | None = None, conformation_names: list[str] | None = None,
+                  title: str | None = None) -> Figure:
+    """Every content latent against every true conformation coordinate, with Pearson r.
+
+    latents : (n, k).  conformation : (n, m).  One scatter panel per (latent, coordinate).
+    """
+    z = np.asarray(latents, dtype=np.float64)
+    z = z.reshape(len(z), -1)
+    conf = np.asarray(conformation, dtype=np.float64).reshape(len(z), -1)
+    k, m = z.shape[1], conf.shape[1]
+    zn = latent_names or [f"z{i + 1}" for i in range(k)]
+    cn = conformation_names or [f"conformation_{j + 1}" for j in range(m)]
+    fig = Figure(figsize=(3.6 * m + 0.6, 3.2 * k + 0.4), constrained_layout=True)
+    axes = np.atleast_2d(fig.subplots(k, m, squeeze=False))
+    for i in range(k):
+        for j in range(m):
+            ax = axes[i, j]
+            ax.scatter(conf[:, j], z[:, i], c="tab:green", **_POINT)
+            ax.set(xlabel=f"true {cn[j]}", ylabel=zn[i])
+            ax.set_title(f"Pearson r = {pearson(z[:, i], conf[:, j]):.3f}")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def translation_figure(true_origin_A: np.ndarray, pred_origin_A: np.ndarray, title: str | None = None) -> Figure:
+    """Predicted vs true origin along x and y (Å), one panel each, with Pearson r."""
+    true = np.asarray(true_origin_A, dtype=np.float64).reshape(-1, 2)
+    pred = np.asarray(pred_origin_A, dtype=np.float64).reshape(-1, 2)
+    fig = Figure(figsize=(8.5, 4.0), constrained_layout=True)
+    for axis, ax in enumerate(fig.subplots(1, 2)):
+        ax.scatter(true[:, axis], pred[:, axis], c="tab:purple", **_POINT)
+        lo = float(min(true[:, axis].min(), pred[:, axis].min()))
+        hi = float(max(true[:, axis].max(), pred[:, axis].max()))
+        ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, ls="--")
+        name = "xy"[axis]
+        ax.set(xlabel=f"true origin {name} (Å)", ylabel=f"predicted origin {name} (Å)")
+        ax.set_title(f"Pearson r = {pearson(pred[:, axis], true[:, axis]):.3f}")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def evaluation_report(predicted: dict, truth) -> tuple[dict, dict[str, Figure]]:
+    """Metrics and figures of predictions aligned row by row with a truth table.
+
+    Parameters
+    ----------
+    predicted : ``{"z": (n, k), "psi_deg": (n,), "origin_A": (n, 2) or None}``.
+    truth : pandas DataFrame from ``truth.csv`` (n rows, same order).
+
+    Returns
+    -------
+    (metrics from :func:`cryovae.analysis.metrics.score_against_truth`,
+    ``{"rotation": Figure, "latents": Figure (when the truth has conformations),
+    "translation": Figure (when origins are known)}``).
+    """
+    from cryovae.analysis.metrics import score_against_truth
+
+    metrics = score_against_truth(predicted, truth)
+    rot = metrics["rotation"]
+    true_psi = truth["psi_deg"].to_numpy(dtype=np.float64)
+    figures = {"rotation": rotation_figure(true_psi, predicted["psi_deg"], rot["offset_deg"],
+                                           rot["circular_correlation"])}
+    conf_cols = [c for c in truth.columns if c.startswith("conformation_")]
+    if conf_cols:
+        z = np.asarray(predicted["z"], dtype=np.float64)
+        figures["latents"] = latent_figure(z, truth[conf_cols].to_numpy(dtype=np.float64),
+                                           [f"cryovaeZ{k + 1}" for k in range(z.reshape(len(z), -1).shape[1])],
+                                           conf_cols)
+    if "translation" in metrics:
+        figures["translation"] = translation_figure(
+            truth[["origin_x_A", "origin_y_A"]].to_numpy(dtype=np.float64), predicted["origin_A"])
+    return metrics, figures

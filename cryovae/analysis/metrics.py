@@ -1,0 +1,282 @@
+"""Ground-truth metrics: how well inferred latents and poses recover a simulation's truth.
+
+All functions take numpy arrays (angles in degrees unless the name says ``_rad``, shifts in Å)
+and return floats / dicts of floats; ``nan`` where a quantity is undefined (e.g. a constant
+input). :func:`score_against_truth` joins a cryovae particle table to ``truth.csv`` and runs
+them all.
+
+Rotation: the zero of a learned rotation is arbitrary (the model's template may be turned by a
+constant), so angular errors are measured after the best global offset
+``c* = argmin_c median |wrap(pred - true - c)|``. A model may also learn the mirror-image
+handedness, ``pred ~ -true + c``; that fit is reported too, but the headline numbers are the
+direct ones. The circular correlation is Jammalamadaka & SenGupta's (Topics in Circular
+Statistics, 2001, eq. 8.2.2), the measure spatial-VAE cites for its Table 1 (their ref. 27)::
+
+    r_c = sum sin(a - abar) sin(b - bbar) / sqrt(sum sin^2(a - abar) sum sin^2(b - bbar))
+
+with ``abar``, ``bbar`` the circular means. It is invariant to a constant offset of either
+angle, 1 for a perfect prediction, about -1 for a mirrored one, near 0 for unrelated angles.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+
+from cryovae.geometry import rotation_matrix, wrap_degrees
+
+CIRCULAR_CORRELATION_REFERENCE = (
+    "Jammalamadaka & SenGupta (2001), Topics in Circular Statistics, eq. 8.2.2 "
+    "(the measure used in spatial-VAE Table 1)")
+#: the accuracy threshold of :func:`rotation_accuracy`, degrees.
+WITHIN_DEG = 15.0
+
+
+def pearson(x: np.ndarray, y: np.ndarray) -> float:
+    """Pearson correlation of two (n,) arrays; nan if either is constant."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    xd, yd = x - x.mean(), y - y.mean()
+    den = np.sqrt((xd * xd).sum() * (yd * yd).sum())
+    return float((xd * yd).sum() / den) if den > 0 else float("nan")
+
+
+def multiple_correlation(latents: np.ndarray, target: np.ndarray) -> float:
+    """Multiple correlation R: Pearson correlation of ``target`` (n,) with its least-squares fit
+    by an affine function of all latents (n, k) (R^2 is the fit's coefficient of determination)."""
+    z = np.asarray(latents, dtype=np.float64).reshape(len(target), -1)
+    y = np.asarray(target, dtype=np.float64).ravel()
+    design = np.column_stack([z, np.ones(len(y))])
+    coef, *_ = np.linalg.lstsq(design, y, rcond=None)
+    r = pearson(design @ coef, y)
+    return max(r, 0.0) if np.isfinite(r) else r
+
+
+def circular_correlation(a_rad: np.ndarray, b_rad: np.ndarray) -> float:
+    """Jammalamadaka-SenGupta circular correlation of two (n,) angle arrays in radians."""
+    a = np.asarray(a_rad, dtype=np.float64).ravel()
+    b = np.asarray(b_rad, dtype=np.float64).ravel()
+    sa = np.sin(a - np.angle(np.exp(1j * a).mean()))
+    sb = np.sin(b - np.angle(np.exp(1j * b).mean()))
+    den = np.sqrt((sa * sa).sum() * (sb * sb).sum())
+    return float((sa * sb).sum() / den) if den > 0 else float("nan")
+
+
+def angular_errors(pred_deg: np.ndarray, true_deg: np.ndarray, offset_deg: float = 0.0) -> np.ndarray:
+    """``|wrap(pred - true - offset)|`` in degrees, (n,) in [0, 180]."""
+    d = np.asarray(pred_deg, dtype=np.float64) - np.asarray(true_deg, dtype=np.float64) - offset_deg
+    return np.abs(wrap_degrees(d))
+
+
+def best_rotation_offset(pred_deg: np.ndarray, true_deg: np.ndarray, mirror: bool = False) -> float:
+    """The global offset c (degrees, in (-180, 180]) minimising the median of
+    ``|wrap(pred - true - c)|`` (or of ``|wrap(pred + true - c)|`` with ``mirror``).
+
+    Searched on a 1-degree grid (on up to 5000 particles), then refined to 0.01 degree.
+    """
+    pred = np.asarray(pred_deg, dtype=np.float64).ravel()
+    true = np.asarray(true_deg, dtype=np.float64).ravel()
+    d = wrap_degrees(pred + true if mirror else pred - true)
+    sub = d if len(d) <= 5000 else d[np.random.default_rng(0).choice(len(d), 5000, replace=False)]
+
+    def cost(candidates: np.ndarray, values: np.ndarray) -> np.ndarray:
+        return np.median(np.abs(wrap_degrees(values[None, :] - candidates[:, None])), axis=1)
+
+    grid = np.arange(-179.0, 181.0, 1.0)
+    c0 = grid[np.argmin(cost(grid, sub))]
+    fine = c0 + np.arange(-1.5, 1.5001, 0.01)
+    return float(wrap_degrees(fine[np.argmin(cost(fine, d))]))
+
+
+def rotation_accuracy(pred_deg: np.ndarray, true_deg: np.ndarray) -> dict:
+    """Rotation scores of predicted vs true in-plane angles (degrees, (n,) each).
+
+    Returns
+    -------
+    dict with ``circular_correlation``, ``offset_deg`` (best global offset),
+    ``median_error_deg`` and ``fraction_within_15deg`` after that offset (the direct fit),
+    ``mirror`` (the same four for ``pred ~ -true + c``) and ``best_fit`` (``"direct"`` or
+    ``"mirror"``, whichever has the smaller median error).
+    """
+    pred = np.asarray(pred_deg, dtype=np.float64).ravel()
+    true = np.asarray(true_deg, dtype=np.float64).ravel()
+    out = {}
+    for name, sign in (("direct", 1.0), ("mirror", -1.0)):
+        off = best_rotation_offset(pred, true, mirror=sign < 0)
+        err = angular_errors(pred, sign * true, off)
+        out[name] = {
+            "circular_correlation": circular_correlation(np.radians(pred), np.radians(sign * true)),
+            "offset_deg": off,
+            "median_error_deg": float(np.median(err)),
+            "fraction_within_15deg": float(np.mean(err <= WITHIN_DEG)),
+        }
+    result = dict(out["direct"])
+    result["mirror"] = out["mirror"]
+    result["best_fit"] = "mirror" if out["mirror"]["median_error_deg"] < out["direct"]["median_error_deg"] else "direct"
+    return result
+
+
+def translation_accuracy(pred_origin_A: np.ndarray, true_origin_A: np.ndarray, true_psi_deg: np.ndarray) -> dict:
+    """Scores of predicted vs true RELION origins (n, 2) in Å.
+
+    A learned template may sit off-centre by a vector t (its frame), which shifts every origin
+    by ``-R(-psi) t`` (:mod:`cryovae.geometry`). Besides the raw RMSE, the RMSE after the
+    least-squares ``t`` is reported (``rmse_after_template_offset_A``, with ``template_offset_A``).
+
+    Returns
+    -------
+    dict: ``pearson_x``, ``pearson_y``, ``pearson`` (both axes pooled), ``rmse_A``
+    (sqrt of the mean squared 2D error), ``template_offset_A`` [tx, ty],
+    ``rmse_after_template_offset_A``.
+    """
+    pred = np.asarray(pred_origin_A, dtype=np.float64).reshape(-1, 2)
+    true = np.asarray(true_origin_A, dtype=np.float64).reshape(-1, 2)
+    diff = pred - true
+    # diff_i = -R(-psi_i) t  =>  t = -mean_i R(psi_i) diff_i
+    rot = rotation_matrix(np.radians(np.asarray(true_psi_deg, dtype=np.float64).ravel()))
+    t = -np.einsum("nij,nj->ni", rot, diff).mean(axis=0)
+    resid = diff + np.einsum("nij,j->ni", rotation_matrix(-np.radians(np.asarray(true_psi_deg, dtype=np.float64))), t)
+    return {
+        "pearson_x": pearson(pred[:, 0], true[:, 0]),
+        "pearson_y": pearson(pred[:, 1], true[:, 1]),
+        "pearson": pearson(pred.ravel(), true.ravel()),
+        "rmse_A": float(np.sqrt((diff**2).sum(axis=1).mean())),
+        "template_offset_A": [float(t[0]), float(t[1])],
+        "rmse_after_template_offset_A": float(np.sqrt((resid**2).sum(axis=1).mean())),
+    }
+
+
+def conformation_accuracy(latents: np.ndarray, conformation: np.ndarray,
+                          latent_names: list[str] | None = None,
+                          conformation_names: list[str] | None = None) -> dict:
+    """Correlation of content latents (n, k) with true conformation coordinates (n, m).
+
+    Returns
+    -------
+    dict: ``pearson`` {latent: {conformation: r}}, ``multiple_correlation`` {conformation: R}
+    (R of the linear regression of that coordinate on all latents), ``best_abs_pearson``
+    {conformation: max_k |r|}.
+    """
+    z = np.asarray(latents, dtype=np.float64)
+    z = z.reshape(len(z), -1)
+    conf = np.asarray(conformation, dtype=np.float64).reshape(len(z), -1)
+    zn = latent_names or [f"z{k + 1}" for k in range(z.shape[1])]
+    cn = conformation_names or [f"conformation_{j + 1}" for j in range(conf.shape[1])]
+    table = {zn[k]: {cn[j]: pearson(z[:, k], conf[:, j]) for j in range(conf.shape[1])} for k in range(z.shape[1])}
+    return {
+        "pearson": table,
+        "multiple_correlation": {cn[j]: multiple_correlation(z, conf[:, j]) for j in range(conf.shape[1])},
+        "best_abs_pearson": {cn[j]: float(np.nanmax([abs(table[k][cn[j]]) for k in zn])) for j in range(conf.shape[1])},
+    }
+
+
+_Z_COLUMN = re.compile(r"^(?:rln)?cryovaeZ(\d+)$")
+
+
+def latent_columns(table: pd.DataFrame) -> list[str]:
+    """The ``cryovaeZ1..n`` columns of a particle table (with or without the star's ``_``), in order."""
+    found = [(int(m.group(1)), c) for c in table.columns if (m := _Z_COLUMN.match(str(c).lstrip("_")))]
+    return [c for _, c in sorted(found)]
+
+
+def score_against_truth(predicted: dict[str, np.ndarray], truth: pd.DataFrame) -> dict:
+    """Every metric, for predictions already aligned row by row with ``truth``.
+
+    Parameters
+    ----------
+    predicted : ``{"z": (n, k), "psi_deg": (n,), "origin_A": (n, 2) or None}``.
+    truth : the simulation's truth table (``conformation_*``, ``psi_deg``, ``origin_x_A``,
+        ``origin_y_A``), n rows.
+
+    Returns
+    -------
+    dict with ``n``, ``conformation`` (absent when the truth has none), ``rotation``,
+    ``translation`` (absent when ``origin_A`` is None); nan where undefined.
+    """
+    n = len(truth)
+    out: dict = {"n": int(n)}
+    conf_cols = [c for c in truth.columns if c.startswith("conformation_")]
+    z = np.asarray(predicted["z"], dtype=np.float64).reshape(n, -1)
+    if conf_cols:
+        out["conformation"] = conformation_accuracy(
+            z, truth[conf_cols].to_numpy(), [f"cryovaeZ{k + 1}" for k in range(z.shape[1])], conf_cols)
+    true_psi = truth["psi_deg"].to_numpy(dtype=np.float64)
+    out["rotation"] = rotation_accuracy(predicted["psi_deg"], true_psi)
+    out["rotation"]["circular_correlation_reference"] = CIRCULAR_CORRELATION_REFERENCE
+    if predicted.get("origin_A") is not None:
+        out["translation"] = translation_accuracy(
+            predicted["origin_A"], truth[["origin_x_A", "origin_y_A"]].to_numpy(dtype=np.float64), true_psi)
+    return out
+
+
+_IMAGE_NAME = re.compile(r"^\s*0*(\d+)@(.+?)\s*$")
+
+
+def align_predictions(table: pd.DataFrame, truth: pd.DataFrame,
+                      pixel_size_A: float | None = None) -> tuple[dict, pd.DataFrame, str]:
+    """Pair each row of a cryovae particle table with its row of ``truth``.
+
+    Join rule: when every ``rlnImageName`` is ``k@stack`` with one stack name and each k is a
+    distinct index in ``1..len(truth)``, row k-1 of the truth (``truth.csv`` is in stack order);
+    otherwise row order, which needs equal row counts.
+
+    Parameters
+    ----------
+    table : star table with ``cryovaeZ*``, ``rlnAnglePsi`` and ``rlnOriginXAngst/YAngst`` (or
+        ``rlnOriginX/Y`` in pixels, converted with ``pixel_size_A`` or the table's
+        ``rlnImagePixelSize``; origins are optional).
+    truth : truth table.
+
+    Returns
+    -------
+    (predicted for :func:`score_against_truth`, truth rows in table order, join description).
+
+    Raises
+    ------
+    ValueError with a one-line reason (missing columns, row counts that do not match).
+    """
+    zcols = latent_columns(table)
+    if not zcols:
+        raise ValueError("no cryovaeZ columns (is this a star written by cryovae train/encode?)")
+    if "rlnAnglePsi" not in table.columns:
+        raise ValueError("no rlnAnglePsi column")
+    if "psi_deg" not in truth.columns:
+        raise ValueError("truth has no psi_deg column")
+    idx = _image_indices(table, len(truth))
+    if idx is not None:
+        aligned, how = truth.iloc[idx].reset_index(drop=True), "rlnImageName index"
+    elif len(table) == len(truth):
+        aligned, how = truth.reset_index(drop=True), "row order"
+    else:
+        raise ValueError(f"{len(table)} particles but the truth has {len(truth)} rows "
+                         "(and rlnImageName indices do not identify truth rows)")
+    origin = None
+    if {"rlnOriginXAngst", "rlnOriginYAngst"} <= set(table.columns):
+        origin = table[["rlnOriginXAngst", "rlnOriginYAngst"]].to_numpy(dtype=np.float64)
+    elif {"rlnOriginX", "rlnOriginY"} <= set(table.columns):
+        apix = pixel_size_A
+        if apix is None and "rlnImagePixelSize" in table.columns:
+            apix = float(table["rlnImagePixelSize"].iloc[0])
+        if apix is None:
+            raise ValueError("origins are in pixels (rlnOriginX/Y) and no pixel size is known (give --apix)")
+        origin = table[["rlnOriginX", "rlnOriginY"]].to_numpy(dtype=np.float64) * apix
+    if origin is not None and not {"origin_x_A", "origin_y_A"} <= set(truth.columns):
+        origin = None
+    predicted = {"z": table[zcols].to_numpy(dtype=np.float64),
+                 "psi_deg": table["rlnAnglePsi"].to_numpy(dtype=np.float64), "origin_A": origin}
+    return predicted, aligned, how
+
+
+def _image_indices(table: pd.DataFrame, n_truth: int) -> np.ndarray | None:
+    """0-based truth rows from ``k@stack`` image names, or None when they do not identify rows."""
+    if "rlnImageName" not in table.columns:
+        return None
+    parsed = [_IMAGE_NAME.match(str(v)) for v in table["rlnImageName"]]
+    if not all(parsed) or len({m.group(2).rsplit("/", 1)[-1] for m in parsed}) != 1:
+        return None
+    k = np.array([int(m.group(1)) for m in parsed]) - 1
+    if k.min() < 0 or k.max() >= n_truth or len(np.unique(k)) != len(k):
+        return None
+    return k

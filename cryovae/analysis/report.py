@@ -1,0 +1,284 @@
+"""``cryovae analyze``: pictures, clusters and an HTML page for a trained run.
+
+:func:`analyze_run` writes into its output folder (RUNDIR/analysis by default):
+
+* ``latent.png`` — histogram (zdim 1), hexbin (zdim 2) or PCA hexbin (more) of the posterior means;
+  ``latent_<COLUMN>.png`` coloured by a star column; ``latent_umap.png`` when umap-learn is installed;
+* ``clusters.png``, ``cluster_centers.png`` (each k-means centre decoded at theta = 0, t = 0),
+  ``cluster_01.star`` … (rows of RUNDIR/particles.star, every column and the optics block kept),
+  ``clusters.csv`` (particle number, cluster, latents);
+* ``traversal.png`` (the default traversal, see :mod:`cryovae.analysis.traverse`);
+* ``poses.png`` (rotations, origins, pose probability), ``learning_curve.png`` (metrics.csv);
+* ``examples.png`` (input, reconstruction, pose-free image of a few particles);
+* ``summary.json`` (the numbers) and ``index.html`` showing all of it.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryovae.analysis.clustering import Clusters, kmeans, split_by_cluster
+from cryovae.analysis.embedding import fit_pca, latent_view, umap_embedding
+from cryovae.analysis.traverse import decode_frames, default_traversal
+from cryovae.errors import CryovaeError, InputFileError
+
+log = logging.getLogger(__name__)
+
+STAR = "particles.star"
+METRICS = "metrics.csv"
+IMAGES_CACHE = "images.npy"
+
+
+@dataclass(frozen=True)
+class AnalyzeConfig:
+    """Options of ``cryovae analyze``.
+
+    Attributes
+    ----------
+    k : number of k-means clusters of the posterior means.
+    color_by : a column of RUNDIR/particles.star (particles or optics block, without the leading
+        underscore) to colour the latent space by, or None.
+    seed : seed of k-means, the example choice and UMAP.
+    n_examples : particles in the example sheet.
+    steps : frames per axis of the traversal picture.
+    umap : also draw a UMAP embedding when zdim > 2 and umap-learn is installed.
+    """
+
+    k: int = 4
+    color_by: str | None = None
+    seed: int = 0
+    n_examples: int = 8
+    steps: int = 8
+    umap: bool = True
+
+
+@dataclass
+class Report:
+    """Sections of index.html (title, picture file names, caption) and summary numbers."""
+
+    title: str
+    sections: list[tuple[str, list[str], str]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    summary: dict = field(default_factory=dict)
+
+    def add(self, title: str, pictures: list[str], caption: str, files: list[str] | None = None) -> None:
+        self.sections.append((title, pictures, caption))
+        self.files += files or []
+
+
+def read_run_star(path: Path, n: int):
+    """The run's particles.star as :class:`cryovae.io.star.StarParticles`, checked to hold the
+    ``n`` particles of latents.npz; InputFileError otherwise."""
+    from cryovae.io.star import read_star_particles
+
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{path}: missing (has the run finished?)")
+    star = read_star_particles(path)
+    if len(star.particles) != n:
+        raise InputFileError(f"{path}: {len(star.particles)} particles but latents.npz has {n}")
+    return star
+
+
+def star_column(blocks: dict[str, pd.DataFrame], particles: str, column: str, path: Path) -> np.ndarray:
+    """Values (n,) of a numeric column of the particle block or, through rlnOpticsGroup, of the
+    optics block. ``column`` may be given with or without the leading ``_``."""
+    col = column.lstrip("_")
+    table = blocks[particles]
+    if col in table.columns:
+        values = table[col]
+    elif "optics" in blocks and col in blocks["optics"].columns and "rlnOpticsGroup" in table.columns:
+        optics = blocks["optics"].set_index("rlnOpticsGroup")[col]
+        values = table["rlnOpticsGroup"].map(optics)
+    else:
+        cols = list(table.columns) + (list(blocks["optics"].columns) if "optics" in blocks else [])
+        shown = ", ".join(cols[:12]) + (", ..." if len(cols) > 12 else "")
+        raise CryovaeError(f"{path}: no column {col} for --color-by (columns: {shown})")
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.isna().any():
+        raise CryovaeError(f"{path}: column {col} is not numeric, cannot colour by it")
+    return numeric.to_numpy(np.float64)
+
+
+def write_cluster_stars(outdir: Path, blocks: dict[str, pd.DataFrame], particles: str,
+                        clusters: Clusters) -> list[Path]:
+    """cluster_01.star … : each cluster's rows of the particle block (every column, input order)
+    with the other blocks (optics) unchanged. Together they hold every particle exactly once."""
+    from cryovae.io import write_star
+
+    width = max(2, len(str(clusters.k)))
+    paths = []
+    for j, table in enumerate(split_by_cluster(blocks[particles], clusters.labels, clusters.k)):
+        out = {name: (table.reset_index(drop=True) if name == particles else df) for name, df in blocks.items()}
+        path = outdir / f"cluster_{j + 1:0{width}d}.star"
+        write_star(path, out)
+        paths.append(path)
+    return paths
+
+
+def load_particle_images(run, idx: np.ndarray) -> np.ndarray:
+    """Preprocessed images (len(idx), box, box) of the run's particles ``idx`` (0-based): from
+    RUNDIR/images.npy (written by training) or else the run's input file and preprocessing."""
+    cache = Path(run.rundir) / IMAGES_CACHE
+    n = len(run.latents())
+    if cache.exists():
+        arr = np.load(cache, mmap_mode="r")
+        if arr.shape == (n, run.box, run.box):
+            return np.asarray(arr[idx], np.float32)
+    from cryovae.io import read_particles
+
+    source = run.config.input.get("particles")
+    if not source:
+        raise InputFileError(f"{run.rundir}/config.yaml: names no input particles")
+    stack = read_particles(source, datadir=run.config.input.get("datadir"))
+    if len(stack) != n:
+        raise InputFileError(f"{source}: {len(stack)} particles, the run has {n}")
+    return run.preprocess(stack.images(np.asarray(idx)))
+
+
+def example_indices(z_mean: np.ndarray, n_examples: int) -> np.ndarray:
+    """``n_examples`` particles spread along the first principal axis of the latents (evenly
+    spaced ranks, in order along the axis), or evenly spaced in the file for zdim 0. 0-based."""
+    n = len(z_mean)
+    m = min(n_examples, n)
+    ranks = np.round((np.arange(m) + 0.5) * n / m).astype(int).clip(0, n - 1)
+    if z_mean.shape[1] == 0:
+        return np.unique(ranks)
+    order = np.argsort(fit_pca(z_mean, 1).transform(z_mean)[:, 0], kind="stable")
+    return order[ranks]
+
+
+def analyze_run(run, outdir: str | Path, cfg: AnalyzeConfig) -> Report:
+    """Write every analysis picture, the cluster star files and index.html for a trained run.
+
+    Parameters
+    ----------
+    run : :class:`cryovae.inference.TrainedRun`.
+    outdir : output folder (created), e.g. RUNDIR/analysis.
+    cfg : options.
+    """
+    from cryovae.analysis import plots
+    from cryovae.analysis.output import save_figure, write_text
+
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    rundir = Path(run.rundir)
+    lat = run.latents()
+    n, zdim = lat.z_mean.shape
+    star_path = rundir / STAR
+    star = read_run_star(star_path, n)
+    blocks, pblock = star.blocks, star.data_block
+    color = star_column(blocks, pblock, cfg.color_by, star_path) if cfg.color_by else None
+    report = Report(title=f"cryovae analysis of {rundir.resolve().name}")
+    report.summary = {"rundir": str(rundir), "n_particles": int(n), "zdim": int(zdim),
+                      "model": getattr(run.config.model, "kind", None)}
+
+    def save(fig, name: str) -> str:
+        save_figure(fig, outdir / name)
+        return name
+
+    if zdim > 0:
+        z = np.asarray(lat.z_mean, np.float64)
+        view = latent_view(z)
+        pca, names = view.pca, view.names
+        coords = view.project(z)
+        clusters = kmeans(z, cfg.k, seed=cfg.seed)
+        centers_view = view.project(clusters.centers)
+        if zdim == 1:
+            pics = [save(plots.latent_histogram(z[:, 0], "z1", clusters.centers[:, 0]), "latent.png")]
+        else:
+            pics = [save(plots.latent_density(coords, names, "latent space" if pca is None else "latent space (PCA)",
+                                              centers_view), "latent.png")]
+        if color is not None:
+            col = cfg.color_by.lstrip("_")
+            pics.append(save(plots.latent_colored(coords, names, color, col), f"latent_{col}.png"))
+        caption = ("Posterior means of the content latents" + (", projected on their first two principal "
+                   "components" if pca is not None else "") + "; crosses/lines mark the k-means centres.")
+        if pca is not None and cfg.umap:
+            emb = umap_embedding(z, seed=cfg.seed)
+            if emb is not None:
+                pics.append(save(plots.latent_density(emb, ["UMAP 1", "UMAP 2"], "UMAP"), "latent_umap.png"))
+        report.add("Latent space", pics, caption)
+
+        frames = np.asarray(run.decode(clusters.centers.astype(np.float32)), np.float32)
+        sizes = clusters.sizes()
+        titles = [f"cluster {j + 1}\n{sizes[j]} particles" for j in range(clusters.k)]
+        ncols = min(clusters.k, 8)
+        pics = [save(plots.cluster_plot(coords, names, clusters.labels, centers_view), "clusters.png"),
+                save(plots.image_grid(frames, (-(-clusters.k // ncols), ncols), titles=titles,
+                                      suptitle="k-means centres decoded (pose-free)"), "cluster_centers.png")]
+        stars = write_cluster_stars(outdir, blocks, pblock, clusters)
+        table = pd.DataFrame({"particle": np.arange(1, n + 1), "cluster": clusters.labels + 1})
+        for d in range(zdim):
+            table[f"z{d + 1}"] = z[:, d]
+        write_text(table.to_csv(index=False, float_format="%.6g"), outdir / "clusters.csv")
+        report.add(f"k-means clusters (k = {clusters.k})", pics,
+                   "One star file per cluster (rows of particles.star with all columns and the optics "
+                   "block), ready to import into RELION or cryoSPARC.",
+                   [p.name for p in stars] + ["clusters.csv"])
+        report.summary["clusters"] = {"k": clusters.k, "sizes": [int(s) for s in sizes],
+                                      "inertia": clusters.inertia,
+                                      "centers": np.round(clusters.centers, 6).tolist()}
+
+        traversal = default_traversal(z, cfg.steps)
+        tframes = decode_frames(run.decode, traversal)
+        report.add("Latent traversal", [save(plots.traversal_figure(tframes, traversal), "traversal.png")],
+                   "Images decoded at rotation 0 and centre 0 from the 5th to the 95th percentile of the "
+                   "posterior means (`cryovae traverse` writes the frames as .mrcs and GIF).")
+
+    report.add("Inferred poses", [save(plots.pose_histograms(lat.psi_deg, lat.origin_A, lat.prob), "poses.png")],
+               "RELION convention: rlnAnglePsi in degrees, rlnOriginX/YAngst in Å.")
+    report.summary["psi_deg_mean_abs"] = float(np.mean(np.abs(lat.psi_deg)))
+
+    metrics_path = rundir / METRICS
+    if metrics_path.exists():
+        metrics = pd.read_csv(metrics_path)
+        report.add("Learning curve", [save(plots.learning_curve(metrics), "learning_curve.png")],
+                   "Negative ELBO, reconstruction error and KL terms per particle and epoch.")
+        report.summary["epochs"] = int(metrics["epoch"].max()) if "epoch" in metrics else None
+    else:
+        log.warning("%s missing: no learning curve", metrics_path)
+
+    idx = example_indices(np.asarray(lat.z_mean), cfg.n_examples)
+    images = load_particle_images(run, idx)
+    recon = run.reconstruct(images)
+    pose_free = run.decode(np.asarray(lat.z_mean[idx], np.float32))
+    report.add("Example particles", [save(plots.example_sheet(images, recon, pose_free, list(idx + 1)), "examples.png")],
+               "Preprocessed input, its reconstruction at the inferred pose, and the pose-free image "
+               "(the generator at rotation 0, centre 0). Numbers are rows of particles.star.")
+    report.summary["examples"] = [int(i + 1) for i in idx]
+
+    write_text(json.dumps(report.summary, indent=1), outdir / "summary.json")
+    write_text(render_html(report), outdir / "index.html")
+    return report
+
+
+def render_html(report: Report) -> str:
+    """A self-contained HTML page: one section per picture group, links to the other files."""
+    esc = html.escape
+    parts = ["<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
+             f"<title>{esc(report.title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+             "img{max-width:100%;border:1px solid #ddd;margin:4px 0}figure{margin:0}"
+             "code{background:#f4f4f4}</style></head><body>",
+             f"<h1>{esc(report.title)}</h1>",
+             "<p>" + esc(", ".join(f"{k}: {v}" for k, v in report.summary.items()
+                                  if k in ("n_particles", "zdim", "model", "epochs"))) + "</p>"]
+    for title, pictures, caption in report.sections:
+        parts.append(f"<h2>{esc(title)}</h2>")
+        for p in pictures:
+            parts.append(f'<figure><img src="{esc(p)}" alt="{esc(title)}"></figure>')
+        parts.append(f"<p>{esc(caption)}</p>")
+    if report.files:
+        parts.append("<h2>Files</h2><ul>")
+        parts += [f'<li><a href="{esc(f)}">{esc(f)}</a></li>' for f in report.files + ["summary.json"]]
+        parts.append("</ul>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"

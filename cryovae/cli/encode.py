@@ -1,0 +1,35 @@
+"""Apply a trained run to a particle file; write a star with poses and latents.
+
+Example: cryovae encode run1 more_particles.star -o more_encoded.star
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("encode")
+@click.argument("rundir", type=click.Path(file_okay=False))
+@click.argument("particles", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output star.")
+@click.option("--latents", "latents_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the latents (.npz).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch-size", type=int, default=256, show_default=True)
+@click.option("--datadir", type=click.Path(file_okay=False), default=None, help="Where the stacks live.")
+@click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True)
+def command(rundir, particles, output, latents_path, device, batch_size, datadir, weights) -> None:
+    """Encode PARTICLES with the model in RUNDIR (preprocessed to the run's box and pixel size)."""
+    from cryovae.inference import TrainedRun, encode_stack
+    from cryovae.io import read_particles
+    from cryovae.training.run import write_star
+
+    run = TrainedRun.load(rundir, device=device, weights=weights)
+    stack = read_particles(particles, datadir=datadir)
+    latents = encode_stack(run, stack, batch_size=batch_size)
+    write_star(stack, latents, Path(output))
+    if latents_path:
+        latents.save(Path(latents_path))
+    click.echo(output)

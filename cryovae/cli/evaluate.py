@@ -1,0 +1,112 @@
+"""Score a cryovae star against simulated ground truth (truth.csv from ``cryovae simulate``).
+
+Reads the content latents (cryovaeZ*), rlnAnglePsi and rlnOriginXAngst/YAngst (or rlnOriginX/Y
+in pixels) from OUT.star, pairs rows with TRUTH.csv (by the rlnImageName index, else by row
+order), prints the metrics and writes DIR/metrics.json, DIR/rotation.png, DIR/latents.png and
+DIR/translation.png. Rotation errors are after the best global offset; the circular correlation
+is Jammalamadaka & SenGupta's (as in spatial-VAE Table 1).
+
+Example: cryovae evaluate run1/particles.star sim_hinge/truth.csv -o run1/evaluation
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+
+from cryovae.errors import CryovaeError, InputFileError
+
+
+@click.command("evaluate", help=__doc__)
+@click.argument("star", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("truth", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--out", "outdir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="Output directory [default: <STAR stem>_evaluation beside STAR].")
+@click.option("--apix", default=None, type=float,
+              help="Pixel size (Å) for pixel origins (rlnOriginX/Y) when the star has none.")
+def command(star: Path, truth: Path, outdir: Path | None, apix: float | None) -> None:
+    from cryovae.analysis.evaluation import evaluation_report
+    from cryovae.analysis.metrics import align_predictions
+    from cryovae.simulate import read_truth
+
+    truth_table = read_truth(truth)
+    table = _read_star_table(star)
+    try:
+        predicted, aligned, how = align_predictions(table, truth_table, apix)
+    except ValueError as exc:
+        raise InputFileError(f"{star}: {exc}") from None
+    outdir = outdir if outdir is not None else star.with_name(star.stem + "_evaluation")
+    metrics, figures = evaluation_report(predicted, aligned)
+    metrics["join"] = how
+    metrics["star"], metrics["truth"] = str(star), str(truth)
+    paths = _save(outdir, metrics, figures)
+    for line in summary_lines(metrics):
+        click.echo(line)
+    for path in paths:
+        click.echo(f"  wrote {path}")
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """Human-readable lines of an evaluation's metrics."""
+    lines = [f"{metrics['n']} particles (joined by {metrics.get('join', 'row order')})"]
+    conf = metrics.get("conformation")
+    if conf:
+        for name, r in conf["multiple_correlation"].items():
+            per = ", ".join(f"{z} {conf['pearson'][z][name]:+.3f}" for z in conf["pearson"])
+            lines.append(f"{name}: multiple correlation R {r:.3f}; Pearson {per}")
+    rot = metrics["rotation"]
+    lines.append(f"rotation: circular correlation {rot['circular_correlation']:.3f}, median error "
+                 f"{rot['median_error_deg']:.1f}°, {rot['fraction_within_15deg']:.1%} within 15° "
+                 f"(offset {rot['offset_deg']:.1f}°); best fit: {rot['best_fit']}"
+                 + (f" (mirror median error {rot['mirror']['median_error_deg']:.1f}°)"
+                    if rot["best_fit"] == "mirror" else ""))
+    tr = metrics.get("translation")
+    if tr:
+        lines.append(f"translation: Pearson x {_fmt(tr['pearson_x'])}, y {_fmt(tr['pearson_y'])}; RMSE "
+                     f"{tr['rmse_A']:.2f} Å ({tr['rmse_after_template_offset_A']:.2f} Å after the template offset)")
+    return lines
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _read_star_table(star: Path):
+    from cryovae import io
+
+    if not star.is_file():
+        raise InputFileError(f"{star}: no such file")
+    if hasattr(io, "read_star_table"):
+        return io.read_star_table(star)
+    return io.read_particles(star).table
+
+
+def _nan_to_none(obj):
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def _save(outdir: Path, metrics: dict, figures: dict) -> list[Path]:
+    from cryovae.io.atomic import atomic_path
+
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CryovaeError(f"{outdir}: cannot create the output directory ({exc.strerror})") from None
+    paths = [outdir / "metrics.json"]
+    with atomic_path(paths[0]) as tmp:
+        Path(tmp).write_text(json.dumps(_nan_to_none(metrics), indent=2) + "\n")
+    for name, fig in figures.items():
+        path = outdir / f"{name}.png"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
+        paths.append(path)
+    return paths

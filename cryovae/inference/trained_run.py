@@ -1,0 +1,130 @@
+"""A finished (or running) training run loaded from its directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cryovae.errors import CryovaeError, InputFileError
+from cryovae.inference.encode import encode_images
+from cryovae.inference.latents import Latents
+from cryovae.models import build_model
+from cryovae.training.checkpoint import load_checkpoint, load_model_state
+from cryovae.training.device import resolve_device
+from cryovae.training.rundir import RunConfig, read_run_config
+
+LATENTS = "latents.npz"
+
+
+@dataclass
+class TrainedRun:
+    """A run directory's model in eval mode, its configuration and its results.
+
+    Use :meth:`load`. Attributes: ``rundir``, ``config`` (:class:`RunConfig` with ``.model``,
+    ``.train``, ``.preprocess``), ``model`` (torch module), ``device``.
+    """
+
+    rundir: Path
+    config: RunConfig
+    model: torch.nn.Module
+    device: torch.device
+
+    @classmethod
+    def load(cls, rundir: str | Path, device: str | torch.device = "cpu", weights: str = "best") -> TrainedRun:
+        """Rebuild the model from RUNDIR/config.yaml and load ``best.pt`` (``weights="best"``,
+        falling back to checkpoint.pt) or ``checkpoint.pt`` (``weights="last"``)."""
+        rundir = Path(rundir)
+        config = read_run_config(rundir)
+        dev = resolve_device(device)
+        names = {"best": ["best.pt", "checkpoint.pt"], "last": ["checkpoint.pt"]}
+        if weights not in names:
+            raise CryovaeError(f"weights must be 'best' or 'last', got {weights!r}")
+        path = next((rundir / n for n in names[weights] if (rundir / n).exists()), None)
+        if path is None:
+            raise InputFileError(f"{rundir}: no weights (best.pt / checkpoint.pt)")
+        model = build_model(config.model)
+        load_model_state(model, load_checkpoint(path, "cpu")["model"])
+        model.to(dev).eval()
+        return cls(rundir=rundir, config=config, model=model, device=dev)
+
+    @property
+    def box(self) -> int:
+        """Model image size in pixels."""
+        return self.config.model.box
+
+    @property
+    def pixel_size(self) -> float:
+        """Å per model pixel."""
+        return self.config.model.pixel_size
+
+    @property
+    def zdim(self) -> int:
+        return self.config.model.zdim
+
+    def latents(self) -> Latents:
+        """The run's results, RUNDIR/latents.npz."""
+        return Latents.load(self.rundir / LATENTS)
+
+    def preprocess(self, images: np.ndarray) -> np.ndarray:
+        """Raw particles (n, N, N) -> (n, box, box) float32 with the run's preprocessing."""
+        from cryovae.data import PreprocessConfig, preprocess_images
+
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim == 2:
+            images = images[None]
+        return preprocess_images(images, PreprocessConfig(**self.config.preprocess)).astype(np.float32)
+
+    def encode(self, images: np.ndarray, batch_size: int = 256) -> Latents:
+        """Latents of preprocessed images (n, box, box)."""
+        images = self._check_images(images)
+        return encode_images(self.model, images, self.pixel_size, self.device, batch_size)
+
+    @torch.no_grad()
+    def decode(self, z: np.ndarray, theta: np.ndarray | None = None, center_px: np.ndarray | None = None,
+               batch_size: int = 256) -> np.ndarray:
+        """Generator mean images, no CTF.
+
+        Parameters
+        ----------
+        z : (n, zdim) content (a (zdim,) vector is one image).
+        theta : (n,) radians, internal convention; 0 when None (the pose-free image).
+        center_px : (n, 2) centre in pixels; 0 when None.
+
+        Returns
+        -------
+        (n, box, box) float32.
+        """
+        z = np.atleast_2d(np.asarray(z, dtype=np.float32))
+        if self.zdim == 0:
+            z = z.reshape(-1, 0)
+        if z.shape[1] != self.zdim:
+            raise CryovaeError(f"z has {z.shape[1]} dimensions, the run has zdim={self.zdim}")
+        n = z.shape[0]
+        theta = np.zeros(n, np.float32) if theta is None else np.broadcast_to(np.asarray(theta, np.float32), (n,))
+        center = (np.zeros((n, 2), np.float32) if center_px is None
+                  else np.broadcast_to(np.asarray(center_px, np.float32), (n, 2)))
+        out = []
+        for s in range(0, n, batch_size):
+            zz = torch.as_tensor(z[s: s + batch_size], device=self.device)
+            mean, _ = self.model.decode(zz if self.zdim else None,
+                                        torch.as_tensor(np.ascontiguousarray(theta[s: s + batch_size]), device=self.device),
+                                        torch.as_tensor(np.ascontiguousarray(center[s: s + batch_size]), device=self.device))
+            out.append(mean.float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.box, self.box), np.float32)
+
+    def reconstruct(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Encode preprocessed images (n, box, box) and decode at the inferred pose (no CTF)."""
+        lat = self.encode(images, batch_size)
+        return self.decode(lat.z_mean, lat.theta, lat.center_px, batch_size)
+
+    def _check_images(self, images: np.ndarray) -> np.ndarray:
+        images = np.asarray(images, dtype=np.float32)
+        if images.ndim == 2:
+            images = images[None]
+        if images.shape[1:] != (self.box, self.box):
+            raise CryovaeError(f"images are {images.shape[1]}x{images.shape[2]} px; the run expects "
+                               f"{self.box}x{self.box} (preprocess them with run.preprocess)")
+        return images

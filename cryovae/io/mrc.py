@@ -1,0 +1,162 @@
+"""MRC image stacks opened as memory maps through ``mrcfile``.
+
+Only the header is read when a stack is opened; pixels are read on demand, in batches, so a
+stack larger than RAM can be used. Headers that only open in mrcfile's permissive mode are
+accepted with a logged warning; truncated or unreadable files raise
+:class:`~cryovae.errors.InputFileError` naming the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+
+from cryovae.errors import InputFileError
+
+log = logging.getLogger(__name__)
+
+#: IMOD's header stamp; with bit 0 of imodFlags set, mode 0 holds unsigned bytes.
+IMOD_STAMP = 1146047817
+
+
+@dataclass(frozen=True)
+class StackHeader:
+    """What a stack's header says.
+
+    n : number of images (nz).  ny, nx : image rows, columns (pixels).
+    voxel_size : Å/pixel from the header (0.0 when unset).  mode : MRC mode.
+    permissive : True when the header only opened in permissive mode.
+    """
+
+    n: int
+    ny: int
+    nx: int
+    voxel_size: float
+    mode: int
+    permissive: bool
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def open_mrc(path: str | Path):
+    """Open ``path`` as a read-only ``mrcfile`` memory map.
+
+    Tries the strict reader first; if the header is malformed, retries in permissive mode and
+    logs a warning naming the file.
+
+    Returns
+    -------
+    (mrcfile.mrcmemmap.MrcMemmap, bool)
+        The open file (close it when done) and whether permissive mode was needed.
+
+    Raises
+    ------
+    InputFileError
+        Missing, empty, truncated or unreadable file (one line naming it).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputFileError(f"{path}: no such file")
+    try:
+        return mrcfile.mmap(path, mode="r"), False
+    except (ValueError, OSError) as strict_exc:
+        reason = _first_line(strict_exc)
+    if path.stat().st_size < 1024:
+        raise InputFileError(f"{path}: not an MRC file or corrupt header ({reason})")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            mrc = mrcfile.mmap(path, mode="r", permissive=True)
+        except (ValueError, OSError) as exc:
+            raise InputFileError(f"{path}: unreadable MRC file ({_first_line(exc)})") from None
+    msgs = [str(w.message) for w in caught]
+    if mrc.data is None:
+        mrc.close()
+        detail = "; ".join(m for m in msgs if m) or reason
+        if "memmap" in detail.lower():
+            detail = "the file is shorter than its header says (truncated?)"
+        raise InputFileError(f"{path}: corrupt or truncated MRC file ({detail})")
+    log.warning("%s: malformed MRC header, read in permissive mode (%s)", path, "; ".join(msgs) or reason)
+    return mrc, True
+
+
+def _as_image_array(mrc, path: Path) -> np.ndarray:
+    data = mrc.data
+    if data.ndim == 2:
+        data = data[None]
+    if data.ndim != 3:
+        raise InputFileError(f"{path}: expected a 2D image or a stack, got a {data.ndim}D array")
+    if int(mrc.header.mode) == 0 and int(mrc.header.imodStamp) == IMOD_STAMP and int(mrc.header.imodFlags) & 1:
+        data = data.view(np.uint8)
+    return data
+
+
+def read_header(path: str | Path) -> StackHeader:
+    """Open ``path``, read its header and close it (see :func:`open_mrc` for errors)."""
+    path = Path(path)
+    mrc, permissive = open_mrc(path)
+    try:
+        data = _as_image_array(mrc, path)
+        vs = float(mrc.voxel_size.x)
+        return StackHeader(n=int(data.shape[0]), ny=int(data.shape[1]), nx=int(data.shape[2]),
+                           voxel_size=vs if np.isfinite(vs) else 0.0, mode=int(mrc.header.mode),
+                           permissive=permissive)
+    finally:
+        mrc.close()
+
+
+class MrcCache:
+    """A small least-recently-used set of open memory-mapped stacks.
+
+    Parameters
+    ----------
+    max_open : how many files stay open at once (RELION projects may reference thousands).
+    """
+
+    def __init__(self, max_open: int = 32):
+        self.max_open = max_open
+        self._open: OrderedDict[Path, tuple[object, np.ndarray]] = OrderedDict()
+
+    def array(self, path: Path) -> np.ndarray:
+        """The ``(n, ny, nx)`` memory-mapped array of ``path`` (native dtype)."""
+        if path in self._open:
+            self._open.move_to_end(path)
+            return self._open[path][1]
+        mrc, _ = open_mrc(path)
+        arr = _as_image_array(mrc, path)
+        self._open[path] = (mrc, arr)
+        while len(self._open) > self.max_open:
+            _, (old, _) = self._open.popitem(last=False)
+            old.close()  # type: ignore[attr-defined]
+        return arr
+
+    def read(self, path: Path, index: np.ndarray) -> np.ndarray:
+        """Images ``index`` (0-based int array) of ``path`` as float32 ``(len(index), ny, nx)``.
+
+        Reads in ascending index order (sequential on disk) and returns them in the order given.
+        """
+        arr = self.array(path)
+        index = np.asarray(index, dtype=np.int64)
+        order = np.argsort(index, kind="stable")
+        try:
+            block = np.asarray(arr[index[order]], dtype=np.float32)
+        except (OSError, ValueError) as exc:
+            raise InputFileError(f"{path}: cannot read images ({_first_line(exc)})") from None
+        out = np.empty_like(block)
+        out[order] = block
+        return out
+
+    def close(self) -> None:
+        """Close every open file."""
+        while self._open:
+            _, (mrc, _) = self._open.popitem()
+            mrc.close()  # type: ignore[attr-defined]

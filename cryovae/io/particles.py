@@ -1,0 +1,419 @@
+"""One reader for every particle file: :func:`read_particles` -> :class:`ParticleStack`.
+
+Accepted inputs: RELION 3.0 star (one data block), RELION 3.1/4/5 star (``data_optics`` merged
+into each particle through ``rlnOpticsGroup``), cryoSPARC ``.cs``, and a bare ``.mrcs``/``.mrc``.
+Images are read lazily from memory-mapped stacks, in batches.
+
+Path resolution of ``index@stack`` (index 1-based) and of ``.cs`` ``blob/path``: the path as
+written (relative to the particle file's folder), then under ``datadir``, then the file's
+basename under ``datadir``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryovae.errors import CryovaeError, InputFileError
+from cryovae.io.cryosparc import read_cs
+from cryovae.io.mrc import MrcCache, read_header
+from cryovae.io.star import read_star_particles
+
+log = logging.getLogger(__name__)
+
+STAR_SUFFIXES = (".star",)
+CS_SUFFIXES = (".cs",)
+MRC_SUFFIXES = (".mrcs", ".mrc", ".st", ".map")
+
+
+def resolve_stack(ref: str, base_dir: Path, datadir: Path | None) -> Path | None:
+    """Find the file a particle table refers to, or None.
+
+    Order: ``ref`` as written (relative to ``base_dir`` unless absolute), ``datadir/ref``,
+    ``datadir/basename(ref)``.
+    """
+    written = Path(ref)
+    candidates = [written if written.is_absolute() else base_dir / written]
+    if datadir is not None:
+        if not written.is_absolute():
+            candidates.append(datadir / written)
+        candidates.append(datadir / written.name)
+    for cand in candidates:
+        if cand.is_file():
+            return cand
+    return None
+
+
+def _split_image_names(names: pd.Series, path: Path) -> tuple[np.ndarray, list[str]]:
+    """``index@stack`` strings -> (0-based indices (n,), stack refs (n,))."""
+    text = names.astype(str).str.strip()
+    parts = text.str.partition("@")
+    has_at = (parts[1] == "@").to_numpy()
+    refs = np.where(has_at, parts[2].to_numpy(dtype=object), parts[0].to_numpy(dtype=object))
+    index_text = np.where(has_at, parts[0].to_numpy(dtype=object), "1")
+    index = pd.to_numeric(pd.Series(index_text), errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(index) | (index < 1) | (index != np.round(index))
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise InputFileError(f"{path}: particle {k + 1}: rlnImageName '{text.iloc[k]}' is not index@stack "
+                             "with a 1-based index")
+    return index.astype(np.int64) - 1, list(refs)
+
+
+class ParticleStack:
+    """Particle images plus one table row per particle.
+
+    Attributes
+    ----------
+    path : the particle file read.
+    source_kind : ``"relion30"``, ``"relion31"``, ``"cryosparc"`` or ``"mrcs"``.
+    table : DataFrame, one row per particle in file order; for RELION 3.1+ the optics columns
+        are merged in; for ``.cs`` the RELION-named CTF/optics columns then every scalar field.
+    blocks : the RELION data blocks (name -> DataFrame) as read (star) or built (``.cs``, stack).
+    data_block, optics_block : names of the particle and optics blocks in ``blocks``.
+    relion_version : ``"3.0"`` or ``"3.1"`` for star input, else None.
+    stack_refs : the image files as written in the particle file, one per distinct file.
+    stack_paths : where each was found (None when missing).
+    file_index : (n,) int, which of ``stack_refs`` each particle lives in.
+    image_index : (n,) int, 0-based image number inside that file.
+    pixel_sizes : (n,) float Å/pixel of each particle, or None when unknown.
+    box_known : image size in pixels, or None when no stack was found and the table has no size.
+    """
+
+    def __init__(self, path: Path, source_kind: str, table: pd.DataFrame, blocks: dict[str, pd.DataFrame],
+                 data_block: str, optics_block: str | None, relion_version: str | None,
+                 stack_refs: list[str], stack_paths: list[Path | None], file_index: np.ndarray,
+                 image_index: np.ndarray, pixel_sizes: np.ndarray | None, box_known: int | None,
+                 version_comment: int | None = None):
+        self.path = path
+        self.source_kind = source_kind
+        self.table = table
+        self.blocks = blocks
+        self.data_block = data_block
+        self.optics_block = optics_block
+        self.relion_version = relion_version
+        self.version_comment = version_comment
+        self.stack_refs = stack_refs
+        self.stack_paths = stack_paths
+        self.file_index = file_index
+        self.image_index = image_index
+        self.pixel_sizes = pixel_sizes
+        self.box_known = box_known
+        self._cache = MrcCache()
+        self._preloaded: np.ndarray | None = None
+
+    # ----------------------------------------------------------------- summary
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __repr__(self) -> str:
+        return (f"ParticleStack({str(self.path)!r}, kind={self.source_kind}, n={len(self)}, "
+                f"box={self.box_known}, stacks={len(self.stack_refs)})")
+
+    @property
+    def box(self) -> int:
+        """Square image size in pixels."""
+        if self.box_known is None:
+            raise InputFileError(f"{self.path}: image size unknown (no stack found; pass --datadir)")
+        return self.box_known
+
+    @property
+    def pixel_size(self) -> float:
+        """Å/pixel of the images (one value for the whole file)."""
+        if self.pixel_sizes is None:
+            raise CryovaeError(f"{self.path}: pixel size unknown (no rlnImagePixelSize, "
+                               "rlnDetectorPixelSize/rlnMagnification or header value); pass --apix")
+        values = np.unique(np.round(self.pixel_sizes, 6))
+        if len(values) > 1:
+            raise CryovaeError(f"{self.path}: particles have different pixel sizes "
+                               f"({', '.join(f'{v:g}' for v in values[:5])} Å); split the file by optics group")
+        return float(self.pixel_sizes[0])
+
+    @property
+    def n_optics_groups(self) -> int:
+        if "rlnOpticsGroup" in self.table.columns:
+            return int(self.table["rlnOpticsGroup"].nunique())
+        return 1
+
+    @property
+    def stacks_missing(self) -> list[str]:
+        """Image files referenced but not found, as written."""
+        return [ref for ref, p in zip(self.stack_refs, self.stack_paths, strict=True) if p is None]
+
+    def check_stacks(self) -> None:
+        """Raise :class:`InputFileError` if any referenced image file is missing."""
+        missing = self.stacks_missing
+        if missing:
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise InputFileError(f"{self.path}: stack {missing[0]}{more} not found "
+                                 "(looked beside the file and under --datadir)")
+
+    # ----------------------------------------------------------------- images
+    def images(self, idx) -> np.ndarray:
+        """Images of particles ``idx`` as float32.
+
+        Parameters
+        ----------
+        idx : int, slice, integer array or boolean mask over particles (0-based, file order).
+
+        Returns
+        -------
+        np.ndarray
+            ``(len(idx), box, box)`` float32 (``(box, box)`` for an int), in the order asked.
+
+        Raises
+        ------
+        InputFileError
+            A needed stack is missing or unreadable, or an image has NaN/infinite pixels.
+        """
+        sel = np.arange(len(self))[idx]
+        if np.ndim(sel) == 0:
+            return self.images(np.array([int(sel)]))[0]
+        sel = np.asarray(sel, dtype=np.int64)
+        if self._preloaded is not None:
+            return self._preloaded[sel]
+        out = np.empty((len(sel), self.box, self.box), dtype=np.float32)
+        files = self.file_index[sel]
+        for f in np.unique(files):
+            where = np.flatnonzero(files == f)
+            stack_path = self.stack_paths[f]
+            if stack_path is None:
+                raise InputFileError(f"{self.path}: stack {self.stack_refs[f]} not found "
+                                     "(looked beside the file and under --datadir)")
+            block = self._cache.read(stack_path, self.image_index[sel[where]])
+            if not np.isfinite(block).all():
+                bad = int(np.flatnonzero(~np.isfinite(block).reshape(len(block), -1).all(axis=1))[0])
+                k = int(sel[where[bad]])
+                raise InputFileError(f"{stack_path}: image {self.image_index[k] + 1} (particle {k + 1} of "
+                                     f"{self.path.name}) has NaN or infinite pixels")
+            out[where] = block
+        return out
+
+    def chunks(self, batch_size: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Iterate over ``(idx, images)`` in file order, ``batch_size`` particles at a time.
+
+        ``idx`` is the (b,) int array of particle numbers, ``images`` (b, box, box) float32.
+        """
+        if batch_size < 1:
+            raise CryovaeError(f"batch size must be >= 1, got {batch_size}")
+        for start in range(0, len(self), batch_size):
+            idx = np.arange(start, min(start + batch_size, len(self)))
+            yield idx, self.images(idx)
+
+    def preload(self) -> None:
+        """Read every image into RAM now (later reads come from memory)."""
+        if self._preloaded is None:
+            out = np.empty((len(self), self.box, self.box), dtype=np.float32)
+            for idx, images in self.chunks(4096):
+                out[idx] = images
+            self._preloaded = out
+            self.close()
+
+    def close(self) -> None:
+        """Close the memory-mapped stacks (they reopen on the next read)."""
+        self._cache.close()
+
+    def __enter__(self) -> ParticleStack:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_cache"] = MrcCache()
+        return state
+
+
+# --------------------------------------------------------------------- building
+def _check_index_and_box(path: Path, refs: list[str], paths: list[Path | None], file_index: np.ndarray,
+                         image_index: np.ndarray) -> tuple[int | None, float | None]:
+    """Validate indices against the stacks found; return (box, first non-zero header voxel size)."""
+    boxes: dict[int, str] = {}
+    voxel: float | None = None
+    max_index = np.full(len(refs), -1, dtype=np.int64)
+    np.maximum.at(max_index, file_index, image_index)
+    for f, (ref, stack_path) in enumerate(zip(refs, paths, strict=True)):
+        if stack_path is None:
+            continue
+        header = read_header(stack_path)
+        if header.nx != header.ny:
+            raise InputFileError(f"{stack_path}: images are {header.nx} x {header.ny} pixels; only square images are supported")
+        boxes.setdefault(header.nx, ref)
+        if len(boxes) > 1:
+            (b0, r0), (b1, r1) = list(boxes.items())[:2]
+            raise InputFileError(f"{path}: mixed box sizes ({r0}: {b0} px, {r1}: {b1} px); "
+                                 "re-extract the particles at one size")
+        if max_index[f] >= header.n:
+            k = int(np.flatnonzero((file_index == f) & (image_index >= header.n))[0])
+            raise InputFileError(f"{path}: particle {k + 1} refers to image {image_index[k] + 1}@{ref} "
+                                 f"but {stack_path.name} holds only {header.n} images")
+        if voxel is None and header.voxel_size > 0:
+            voxel = header.voxel_size
+    return (next(iter(boxes)) if boxes else None), voxel
+
+
+def _box_from_table(path: Path, table: pd.DataFrame) -> int | None:
+    if "rlnImageSize" not in table.columns:
+        return None
+    sizes = np.unique(np.asarray(table["rlnImageSize"], dtype=np.int64))
+    if len(sizes) > 1:
+        raise InputFileError(f"{path}: mixed box sizes in rlnImageSize ({', '.join(map(str, sizes[:5]))} px); "
+                             "re-extract the particles at one size")
+    return int(sizes[0])
+
+
+def _merge_optics(path: Path, particles: pd.DataFrame, optics: pd.DataFrame) -> pd.DataFrame:
+    if "rlnOpticsGroup" not in optics.columns:
+        raise InputFileError(f"{path}: data_optics has no rlnOpticsGroup column")
+    if "rlnOpticsGroup" not in particles.columns:
+        if len(optics) != 1:
+            raise InputFileError(f"{path}: particles have no rlnOpticsGroup column but data_optics "
+                                 f"lists {len(optics)} groups")
+        particles = particles.assign(rlnOpticsGroup=optics["rlnOpticsGroup"].iloc[0])
+    known = set(optics["rlnOpticsGroup"].tolist())
+    unknown = sorted(set(particles["rlnOpticsGroup"].tolist()) - known)
+    if unknown:
+        raise InputFileError(f"{path}: unknown optics group {unknown[0]} (data_optics lists "
+                             f"{', '.join(map(str, sorted(known)))})")
+    extra = [c for c in optics.columns if c not in particles.columns or c == "rlnOpticsGroup"]
+    merged = particles.merge(optics[extra], on="rlnOpticsGroup", how="left", sort=False)
+    merged.index = particles.index
+    return merged
+
+
+def _pixel_sizes_from_table(table: pd.DataFrame) -> np.ndarray | None:
+    if "rlnImagePixelSize" in table.columns:
+        return np.asarray(table["rlnImagePixelSize"], dtype=np.float64)
+    if "rlnDetectorPixelSize" in table.columns and "rlnMagnification" in table.columns:
+        return (np.asarray(table["rlnDetectorPixelSize"], dtype=np.float64) * 1e4
+                / np.asarray(table["rlnMagnification"], dtype=np.float64))
+    return None
+
+
+def _finish_pixel_sizes(path: Path, n: int, from_table: np.ndarray | None, voxel: float | None,
+                        apix: float | None) -> np.ndarray | None:
+    if apix is not None:
+        if not apix > 0:
+            raise CryovaeError(f"{path}: --apix must be positive, got {apix}")
+        return np.full(n, float(apix))
+    if from_table is not None:
+        if not (np.isfinite(from_table).all() and (from_table > 0).all()):
+            raise InputFileError(f"{path}: pixel size in the table is missing, zero or negative; pass --apix")
+        return from_table
+    if voxel is not None:
+        return np.full(n, voxel)
+    return None
+
+
+def _read_star(path: Path, datadir: Path | None, apix: float | None) -> ParticleStack:
+    star = read_star_particles(path)
+    particles = star.particles
+    table = _merge_optics(path, particles, star.optics) if star.optics is not None else particles.copy()
+    image_index, refs_per_particle = _split_image_names(particles["rlnImageName"], path)
+    codes, uniques = pd.factorize(pd.Series(refs_per_particle, dtype=object))
+    refs = [str(u) for u in uniques]
+    stack_paths = [resolve_stack(r, path.parent, datadir) for r in refs]
+    box_hdr, voxel = _check_index_and_box(path, refs, stack_paths, codes.astype(np.int64), image_index)
+    box_tab = _box_from_table(path, table)
+    if box_hdr is not None and box_tab is not None and box_hdr != box_tab:
+        log.warning("%s: rlnImageSize says %d px but the stacks hold %d px images; using %d",
+                    path, box_tab, box_hdr, box_hdr)
+    pixel_sizes = _finish_pixel_sizes(path, len(table), _pixel_sizes_from_table(table), voxel, apix)
+    return ParticleStack(path, "relion31" if star.version == "3.1" else "relion30", table, star.blocks,
+                         star.data_block, star.optics_block, star.version, refs, stack_paths,
+                         codes.astype(np.int64), image_index, pixel_sizes,
+                         box_hdr if box_hdr is not None else box_tab, star.version_comment)
+
+
+def _read_cs(path: Path, datadir: Path | None, apix: float | None) -> ParticleStack:
+    cs = read_cs(path)
+    codes, uniques = pd.factorize(pd.Series(cs.stack_refs, dtype=object))
+    refs = [str(u) for u in uniques]
+    stack_paths = [resolve_stack(r, path.parent, datadir) for r in refs]
+    box_hdr, _ = _check_index_and_box(path, refs, stack_paths, codes.astype(np.int64), cs.image_index)
+    table = _merge_optics(path, cs.particles, cs.optics)
+    box_tab = _box_from_table(path, table)
+    pixel_sizes = _finish_pixel_sizes(path, len(table), _pixel_sizes_from_table(table), None, apix)
+    names = [f"{i + 1:06d}@{r}" for i, r in zip(cs.image_index, cs.stack_refs, strict=True)]
+    rln = [c for c in cs.particles.columns if c.startswith("rln")]
+    particles = pd.DataFrame({"rlnImageName": names}).join(cs.particles[rln].reset_index(drop=True))
+    blocks = {"optics": cs.optics, "particles": particles}
+    return ParticleStack(path, "cryosparc", table, blocks, "particles", "optics", None, refs, stack_paths,
+                         codes.astype(np.int64), cs.image_index, pixel_sizes,
+                         box_hdr if box_hdr is not None else box_tab)
+
+
+def _read_mrc(path: Path, apix: float | None) -> ParticleStack:
+    header = read_header(path)
+    if header.nx != header.ny:
+        raise InputFileError(f"{path}: images are {header.nx} x {header.ny} pixels; only square images are supported")
+    n = header.n
+    pixel_sizes = _finish_pixel_sizes(path, n, None, header.voxel_size or None, apix)
+    names = [f"{k:06d}@{path.name}" for k in range(1, n + 1)]
+    particles = pd.DataFrame({"rlnImageName": names, "rlnOpticsGroup": np.ones(n, dtype=np.int64)})
+    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
+                           "rlnImageSize": [header.nx], "rlnImageDimensionality": [2]})
+    if pixel_sizes is not None:
+        optics.insert(2, "rlnImagePixelSize", [float(pixel_sizes[0])])
+    table = _merge_optics(path, particles, optics)
+    return ParticleStack(path, "mrcs", table, {"optics": optics, "particles": particles}, "particles", "optics",
+                         None, [path.name], [path], np.zeros(n, dtype=np.int64), np.arange(n, dtype=np.int64),
+                         pixel_sizes, header.nx)
+
+
+def read_particles(path: str | Path, datadir: str | Path | None = None, apix: float | None = None,
+                   preload: bool = False) -> ParticleStack:
+    """Open a particle file without loading its images.
+
+    Parameters
+    ----------
+    path : ``.star`` (RELION 3.0 or 3.1+), ``.cs`` (cryoSPARC) or ``.mrcs``/``.mrc`` stack.
+    datadir : folder to look for the image stacks in when they are not where the file says.
+    apix : Å/pixel; overrides every pixel size found in the file or headers.
+    preload : read every image into RAM now.
+
+    Returns
+    -------
+    ParticleStack
+
+    Raises
+    ------
+    InputFileError
+        Missing or unreadable file, empty star or loop, no ``rlnImageName``, unknown optics
+        group, index past the end of a stack, corrupt/truncated MRC, mixed or non-square
+        boxes. Missing stacks are *not* an error here (see :meth:`ParticleStack.check_stacks`);
+        reading their images is.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputFileError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputFileError(f"{path}: is a folder, not a particle file")
+    ddir = Path(datadir) if datadir is not None else None
+    if ddir is not None and not ddir.is_dir():
+        raise InputFileError(f"{ddir}: --datadir is not a folder")
+    suffix = path.suffix.lower()
+    if suffix in STAR_SUFFIXES:
+        stack = _read_star(path, ddir, apix)
+    elif suffix in CS_SUFFIXES:
+        stack = _read_cs(path, ddir, apix)
+    elif suffix in MRC_SUFFIXES:
+        stack = _read_mrc(path, apix)
+    else:
+        raise InputFileError(f"{path}: unknown particle file type '{path.suffix}' (use .star, .cs, .mrcs or .mrc)")
+    log.info("%s: %d particles, %s, box %s, %d stack file(s) (%d missing)", path, len(stack), stack.source_kind,
+             stack.box_known, len(stack.stack_refs), len(stack.stacks_missing))
+    if preload:
+        stack.check_stacks()
+        stack.preload()
+    return stack
+
+
+def read_star_table(path: str | Path) -> pd.DataFrame:
+    """The per-particle table of a particle file (optics merged), without checking stacks."""
+    return read_particles(path).table

@@ -1,0 +1,107 @@
+"""Atomic writers of image stacks (.mrcs) and star files."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pandas as pd
+import starfile
+
+from cryovae.errors import CryovaeError
+from cryovae.io.atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def _float_repr(value: float) -> str:
+    """Shortest text that reads back as the same float64 (so star round trips are exact)."""
+    return repr(float(value))
+
+
+def _star_ready(df: pd.DataFrame) -> pd.DataFrame:
+    """float32 columns become the float64 of their shortest decimal text (0.1, not 0.10000000149)."""
+    out = df.copy()
+    for col in out.columns:
+        if out[col].dtype == np.float32:
+            out[col] = np.asarray(out[col], dtype=np.float32).astype(str).astype(np.float64)
+    return out
+
+
+def write_star(path: str | Path, blocks: Mapping[str, pd.DataFrame]) -> Path:
+    """Write data blocks to a STAR file, atomically, through ``starfile``.
+
+    Parameters
+    ----------
+    path : output ``.star`` file (its folder must exist).
+    blocks : block name (without ``data_``) -> DataFrame, in file order, e.g.
+        ``{"optics": optics_df, "particles": particles_df}``. Column names are written without
+        the leading underscore (``rlnImageName``).
+
+    Floats are written with the shortest text that reads back identically.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    data = {name: _star_ready(df) for name, df in blocks.items()}
+    with atomic_path(path) as tmp:
+        starfile.write(data, tmp, float_format=_float_repr)
+    return path
+
+
+def _check_images(images: np.ndarray, path: Path) -> np.ndarray:
+    arr = np.asarray(images)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3:
+        raise CryovaeError(f"{path}: a stack needs (n, N, N) images, got shape {arr.shape}")
+    return arr
+
+
+def write_stack(path: str | Path, images: np.ndarray, pixel_size: float) -> Path:
+    """Write images as an MRC stack (mode 2, float32), atomically.
+
+    Parameters
+    ----------
+    path : output ``.mrcs`` (or ``.mrc``) file.
+    images : ``(n, N, N)`` (or one ``(N, N)``) array, any real dtype; stored as float32.
+    pixel_size : Å/pixel, stored as the header's voxel size.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    arr = _check_images(images, path)
+    with atomic_path(path) as tmp:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(arr, dtype=np.float32))
+            mrc.set_image_stack()
+            mrc.voxel_size = float(pixel_size)
+            mrc.update_header_stats()
+    return path
+
+
+@contextlib.contextmanager
+def open_stack_for_writing(path: str | Path, n: int, box: int, pixel_size: float) -> Iterator[np.ndarray]:
+    """Create an ``(n, box, box)`` float32 MRC stack on disk and yield its memory map.
+
+    Fill the yielded array chunk by chunk (a big stack never sits in RAM); on a clean exit the
+    header statistics are updated and the file is moved onto ``path`` atomically. If the block
+    raises, nothing is left behind.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with mrcfile.new_mmap(tmp, shape=(n, box, box), mrc_mode=2, overwrite=True) as mrc:
+            mrc.set_image_stack()
+            mrc.voxel_size = float(pixel_size)
+            yield mrc.data
+            mrc.update_header_stats()

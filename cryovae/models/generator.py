@@ -1,0 +1,111 @@
+"""Spatial generator: an MLP of the (rotated, shifted) pixel coordinate and the content z.
+
+Pose enters only through the coordinates, in the internal convention of
+:mod:`cryovae.geometry`: the image of a particle with rotation ``theta`` and centre ``c`` is
+``image(p) = g(R(theta) (p - c) / (box/2), z)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from cryovae.geometry import pixel_coordinates
+
+
+def make_activation(name: str) -> nn.Module:
+    """``"relu"``, ``"leaky_relu"`` or ``"tanh"`` as a module."""
+    return {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.1), "tanh": nn.Tanh}[name]()
+
+
+def pose_coordinates(coords: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor, box: int) -> torch.Tensor:
+    """Template coordinates ``u = R(theta) (p - c) / (box/2)`` of every pixel.
+
+    Parameters
+    ----------
+    coords : (P, 2) pixel coordinates ``(x, y)`` (see :func:`cryovae.geometry.pixel_coordinates`).
+    theta : (B,) rotation in radians.
+    center_px : (B, 2) particle centre ``(cx, cy)`` in pixels.
+    box : image size in pixels.
+
+    Returns
+    -------
+    (B, P, 2) normalised coordinates (the box half-width is 1).
+    """
+    q = coords[None, :, :] - center_px[:, None, :]
+    cos, sin = torch.cos(theta)[:, None], torch.sin(theta)[:, None]
+    ux = cos * q[..., 0] - sin * q[..., 1]
+    uy = sin * q[..., 0] + cos * q[..., 1]
+    return torch.stack([ux, uy], dim=-1) / (box / 2)
+
+
+class SpatialGenerator(nn.Module):
+    """Coordinate MLP ``g(u, z) -> pixel mean (and log sigma when noise == "pixel")``.
+
+    The first layer is ``W_u feat(u) + W_z z + b`` with ``W_z z`` computed once per image, which is
+    the same as concatenating ``feat(u)`` and ``z`` but cheaper. ``feat(u)`` is
+    ``[sin 2 pi B u, cos 2 pi B u]`` with a fixed Gaussian ``B`` (random Fourier features, as in
+    TARGET-VAE) or ``u`` itself when ``fourier_features == 0`` (spatial-VAE).
+
+    Parameters
+    ----------
+    box : image size in pixels.
+    zdim : content dimensions (0 allowed).
+    hidden, layers : width and number of hidden layers.
+    fourier_features, fourier_scale : number of frequencies and their std (cycles per unit).
+    activation : "relu", "leaky_relu" or "tanh".
+    pixel_noise : also output a per-pixel log sigma.
+    """
+
+    def __init__(self, box: int, zdim: int, hidden: int, layers: int, fourier_features: int,
+                 fourier_scale: float, activation: str, pixel_noise: bool) -> None:
+        super().__init__()
+        self.box, self.zdim, self.pixel_noise = box, zdim, pixel_noise
+        self.register_buffer("coords", torch.from_numpy(pixel_coordinates(box)))
+        if fourier_features > 0:
+            gen = torch.Generator().manual_seed(0)
+            freqs = torch.randn(fourier_features, 2, generator=gen) * fourier_scale
+            self.register_buffer("freqs", freqs)
+            in_dim = 2 * fourier_features
+        else:
+            self.freqs = None
+            in_dim = 2
+        self.coord_in = nn.Linear(in_dim, hidden)
+        self.z_in = nn.Linear(zdim, hidden, bias=False) if zdim > 0 else None
+        body: list[nn.Module] = [make_activation(activation)]
+        for _ in range(layers - 1):
+            body += [nn.Linear(hidden, hidden), make_activation(activation)]
+        body.append(nn.Linear(hidden, 2 if pixel_noise else 1))
+        self.body = nn.Sequential(*body)
+
+    def features(self, u: torch.Tensor) -> torch.Tensor:
+        """(..., 2) coordinates -> (..., in_dim) input features."""
+        if self.freqs is None:
+            return u
+        a = (2 * math.pi) * (u @ self.freqs.T)
+        return torch.cat([torch.sin(a), torch.cos(a)], dim=-1)
+
+    def forward(self, z: torch.Tensor | None, theta: torch.Tensor, center_px: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Render images.
+
+        Parameters
+        ----------
+        z : (B, zdim) content, or None when zdim == 0.
+        theta : (B,) radians.  center_px : (B, 2) pixels.
+
+        Returns
+        -------
+        mean : (B, box, box) pixel means.
+        log_sigma : (B, box, box) per-pixel log std, or None for the global noise model.
+        """
+        u = pose_coordinates(self.coords, theta, center_px, self.box)
+        h = self.coord_in(self.features(u))
+        if self.z_in is not None and z is not None:
+            h = h + self.z_in(z)[:, None, :]
+        out = self.body(h).reshape(theta.shape[0], self.box, self.box, -1)
+        if self.pixel_noise:
+            return out[..., 0], out[..., 1]
+        return out[..., 0], None

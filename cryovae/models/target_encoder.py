@@ -1,0 +1,119 @@
+"""TARGET-VAE inference network: group convolutions giving, at every pixel t and discrete
+rotation r, an attention logit and the posterior of theta and z.
+
+The encoder is built from e2cnn: a lifting ``R2Conv`` (trivial -> regular fields of C_N, odd
+kernel, padding kernel//2 so the output grid *is* the pixel grid), ReLU, ``enc_layers``
+regular -> regular ``R2Conv``, then a pointwise ``R2Conv`` to ``3 + 2 zdim`` regular fields:
+attention, theta offset mean, theta log std, z means, z log stds. Each regular field has N
+channels indexed by r.
+
+Channel order (measured, pinned by tests/test_models_equivariance.py): turning the input by
++2 pi/N in the internal convention (``np.rot90`` is +90 deg) moves channel r to r + 1, so the
+rotation offset of channel r is ``+2 pi r / N``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+warnings.filterwarnings("ignore", message="indexing with dtype torch.uint8", category=UserWarning)
+
+from e2cnn import gspaces  # noqa: E402
+from e2cnn import nn as enn  # noqa: E402
+
+
+@dataclass
+class GroupPosterior:
+    """Posterior parameters over every (r, t) cell; shapes use N rotations and an H x W grid.
+
+    Attributes
+    ----------
+    logits : (B, N, H, W) attention logits; q(t, r | y) = softmax over all N*H*W cells.
+    theta_delta : (B, N, H, W) predicted theta mean relative to the cell's offset, radians.
+    theta_logstd : (B, N, H, W) log std of theta, log radians.
+    z_mu, z_logstd : (B, zdim, N, H, W) content posterior.
+    """
+
+    logits: torch.Tensor
+    theta_delta: torch.Tensor
+    theta_logstd: torch.Tensor
+    z_mu: torch.Tensor
+    z_logstd: torch.Tensor
+
+
+def make_gspace(n_rotations: int):
+    """``Rot2dOnR2(N)`` (N > 1)."""
+    return gspaces.Rot2dOnR2(n_rotations)
+
+
+class GroupAttentionEncoder(nn.Module):
+    """Lifting + regular group convolutions -> :class:`GroupPosterior`.
+
+    For N == 1 (``c1``, the translation-only ablation) the same layers are ordinary ``Conv2d``
+    (the trivial group's equivariance constraint is empty).
+
+    Parameters
+    ----------
+    n_rotations : N of C_N (1 = translation only).
+    zdim : content dimensions.
+    fields : hidden regular fields (each N channels).
+    kernel : odd lifting kernel size, pixels.
+    layers : regular -> regular convolutions after the lifting one.
+    inner_kernel : their odd kernel size.
+    """
+
+    def __init__(self, n_rotations: int, zdim: int, fields: int, kernel: int, layers: int,
+                 inner_kernel: int = 1) -> None:
+        super().__init__()
+        self.n_rotations, self.zdim = n_rotations, zdim
+        self.n_out = 3 + 2 * zdim
+        if n_rotations == 1:
+            # c1: the trivial group's steerable basis is the full basis, i.e. ordinary convolutions
+            layers_: list[nn.Module] = [nn.Conv2d(1, fields, kernel, padding=kernel // 2), nn.ReLU()]
+            for _ in range(layers):
+                layers_ += [nn.Conv2d(fields, fields, inner_kernel, padding=inner_kernel // 2), nn.ReLU()]
+            layers_.append(nn.Conv2d(fields, self.n_out, 1))
+            self.plain = nn.Sequential(*layers_)
+            return
+        self.plain = None
+        gs = make_gspace(n_rotations)
+        self.in_type = enn.FieldType(gs, [gs.trivial_repr])
+        hidden = enn.FieldType(gs, fields * [gs.regular_repr])
+        self.lift = enn.R2Conv(self.in_type, hidden, kernel_size=kernel, padding=kernel // 2)
+        blocks: list[enn.EquivariantModule] = [enn.ReLU(hidden)]
+        for _ in range(layers):
+            blocks += [enn.R2Conv(hidden, hidden, kernel_size=inner_kernel, padding=inner_kernel // 2),
+                       enn.ReLU(hidden)]
+        self.body = enn.SequentialModule(*blocks)
+        out_type = enn.FieldType(gs, self.n_out * [gs.regular_repr])
+        self.head = enn.R2Conv(hidden, out_type, kernel_size=1)
+
+    def offsets(self, device=None) -> torch.Tensor:
+        """(N,) rotation offset of each channel r, ``2 pi r / N`` wrapped to (-pi, pi] radians
+        (the wrap keeps mixtures and straight-through gradients of neighbouring r local)."""
+        r = torch.arange(self.n_rotations, device=device, dtype=torch.float64)
+        off = r * (2 * math.pi / self.n_rotations)
+        off = math.pi - torch.remainder(math.pi - off, 2 * math.pi)
+        return off.to(torch.float32)
+
+    def lift_forward(self, images: torch.Tensor) -> torch.Tensor:
+        """The lifting convolution alone: (B, H, W) -> (B, fields*N, H, W)."""
+        return self.lift(enn.GeometricTensor(images[:, None], self.in_type)).tensor
+
+    def forward(self, images: torch.Tensor) -> GroupPosterior:
+        """(B, H, W) images -> posterior over every (r, t)."""
+        if self.plain is not None:
+            x = self.plain(images[:, None])
+        else:
+            x = enn.GeometricTensor(images[:, None], self.in_type)
+            x = self.head(self.body(self.lift(x))).tensor
+        b, _, h, w = x.shape
+        x = x.reshape(b, self.n_out, self.n_rotations, h, w).float()
+        z = x[:, 3:]
+        return GroupPosterior(logits=x[:, 0], theta_delta=x[:, 1], theta_logstd=x[:, 2],
+                              z_mu=z[:, : self.zdim], z_logstd=z[:, self.zdim:])

@@ -1,0 +1,62 @@
+"""Frozen training configuration (saved in RUNDIR/config.yaml)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from cryovae.errors import CryovaeError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation options.
+
+    Attributes
+    ----------
+    epochs : maximum number of epochs.
+    batch_size : particles per step.
+    lr : Adam learning rate.
+    seed : seeds the initial weights, the split, the data order and every sample.
+    val_fraction : fraction of particles held out for validation (0 = none; early stopping and
+        the LR schedule then follow the training ELBO).
+    lr_factor, lr_patience : ReduceLROnPlateau on the validation ELBO.
+    early_stop_patience : stop after this many epochs without a better validation ELBO (0 = never).
+    z_delay_epochs : feed z = 0 to the generator for the first epochs (spatial-VAE's z-delay).
+    rotate_encoder : random rotation augmentation of the spatial-VAE encoder input.
+    amp : bfloat16 autocast on CUDA (ignored on CPU).
+    sigma_lr_scale : learning-rate multiplier of the global noise log sigma.
+    """
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 1e-3
+    seed: int = 0
+    val_fraction: float = 0.1
+    lr_factor: float = 0.5
+    lr_patience: int = 3
+    early_stop_patience: int = 8
+    z_delay_epochs: int = 2
+    rotate_encoder: bool = False
+    amp: bool = True
+    sigma_lr_scale: float = 10.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise CryovaeError(f"train config has unknown keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise CryovaeError(f"--epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise CryovaeError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise CryovaeError(f"--lr must be > 0, got {self.lr}")
+        if not 0 <= self.val_fraction < 1:
+            raise CryovaeError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.z_delay_epochs < 0 or self.early_stop_patience < 0 or self.lr_patience < 0:
+            raise CryovaeError("z-delay and patience values must be >= 0")

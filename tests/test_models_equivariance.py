@@ -1,0 +1,128 @@
+"""The TARGET-VAE encoder is equivariant by construction: test the field maps and the chosen cell.
+
+Internal convention (cryovae.geometry): ``np.rot90(img)`` (axes (0, 1)) is ``out(p) = img(R(+90) p)``
+about pixel N//2 for odd N, i.e. it adds +90 deg to the particle's rotation theta and moves its
+centre to R(-90) c. ``np.roll`` by +k columns adds +k to cx.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from test_models_synthetic import blob_particles
+
+from cryovae.geometry import rotation_matrix
+from cryovae.models import ModelConfig, TargetVAE, build_model
+
+BOX = 33  # odd: np.rot90 turns about pixel N//2 exactly
+
+
+def _model(group: str, seed: int = 0) -> TargetVAE:
+    torch.manual_seed(seed)
+    cfg = ModelConfig.for_model("target", box=BOX, group=group, zdim=2, enc_fields=4, enc_kernel=13,
+                                enc_layers=1, enc_inner_kernel=3, gen_hidden=16, fourier_features=8)
+    model = build_model(cfg)
+    model.eval()
+    return model
+
+
+def _particle(theta=0.4, c=(2.0, -1.0)) -> np.ndarray:
+    return blob_particles(BOX, np.array([theta]), np.array([c], dtype=float))[0]
+
+
+def _maps(model: TargetVAE, img: np.ndarray):
+    with torch.no_grad():
+        post = model.encode(torch.from_numpy(np.ascontiguousarray(img))[None])
+    return {k: getattr(post, k)[0].numpy() for k in ("logits", "theta_delta", "theta_logstd")}, post
+
+
+@pytest.mark.parametrize("group,n", [("p4", 4), ("p8", 8)])
+def test_rot90_permutes_rotation_channels_and_rotates_maps(group, n):
+    """Every output field: channel r of the turned input == rot90 of channel r - N/4 (atol 1e-4)."""
+    model = _model(group)
+    img = _particle()
+    maps, post = _maps(model, img)
+    maps_r, post_r = _maps(model, np.rot90(img))
+    k = n // 4
+    for name in maps:
+        expected = np.rot90(np.roll(maps[name], k, axis=0), axes=(1, 2))
+        np.testing.assert_allclose(maps_r[name], expected, atol=1e-4, err_msg=name)
+    z = post.z_mu[0].numpy()  # (zdim, N, H, W)
+    expected_z = np.rot90(np.roll(z, k, axis=1), axes=(2, 3))
+    np.testing.assert_allclose(post_r.z_mu[0].numpy(), expected_z, atol=1e-4)
+
+
+@pytest.mark.parametrize("group", ["p4", "p8", "p16"])
+def test_rot90_turns_inferred_theta_by_90_deg_and_keeps_z(group):
+    """Chosen r moves by N/4, theta by +90 deg (tol 1e-3 rad), centre by R(-90), z unchanged (1e-4)."""
+    model = _model(group)
+    img = _particle()
+    y = torch.from_numpy(np.stack([img, np.rot90(img).copy(), np.rot90(img, 2).copy()]))
+    with torch.no_grad():
+        enc = model.infer(y)
+    theta = enc.theta.numpy()
+    for j in (1, 2):
+        d = math.remainder(theta[j] - theta[0] - j * math.pi / 2, 2 * math.pi)
+        assert abs(d) < 1e-3, (group, j, theta)
+        np.testing.assert_allclose(enc.z_mean[j].numpy(), enc.z_mean[0].numpy(), atol=1e-4)
+        np.testing.assert_allclose(enc.prob[j].numpy(), enc.prob[0].numpy(), atol=1e-5)
+        c_expected = rotation_matrix(-j * math.pi / 2) @ enc.center_px[0].numpy()
+        np.testing.assert_allclose(enc.center_px[j].numpy(), c_expected, atol=1e-6)
+
+
+def test_rotation_offset_sign_follows_internal_convention():
+    """Turning the input by +2 pi/N (internal convention) moves the argmax channel from r to r+1,
+    and the channel offsets grow by +2 pi/N: pinned for p4 with np.rot90 (+90 deg)."""
+    model = _model("p4")
+    off = model.offsets.numpy()
+    np.testing.assert_allclose(np.remainder(np.diff(off), 2 * np.pi), 2 * np.pi / 4, atol=1e-6)
+    img = _particle()
+    maps, _ = _maps(model, img)
+    maps_r, _ = _maps(model, np.rot90(img))
+    r0 = np.unravel_index(np.argmax(maps["logits"]), maps["logits"].shape)[0]
+    r1 = np.unravel_index(np.argmax(maps_r["logits"]), maps_r["logits"].shape)[0]
+    assert r1 == (r0 + 1) % 4
+
+
+def test_p8_45_degree_rotation_is_approximately_equivariant():
+    """A 45 deg turn (exact rendering, not on the pixel grid's symmetry): the attention map of
+    channel r+1 correlates with the 45-deg-turned map of channel r (> 0.9)."""
+    from cryovae.geometry import transform_image
+
+    model = _model("p8")
+    theta0, c = 0.3, (0.0, 0.0)
+    img = _particle(theta0, c)
+    img45 = _particle(theta0 + math.pi / 4, c)
+    maps, _ = _maps(model, img)
+    maps45, _ = _maps(model, img45)
+    for r in range(8):
+        # out(p) = map(R(45) p) rotates a map like the particle
+        turned = transform_image(maps["logits"][r], math.pi / 4, (0.0, 0.0), order=1)
+        target = maps45["logits"][(r + 1) % 8]
+        inner = np.s_[8:-8, 8:-8]
+        a, b = turned[inner].ravel(), target[inner].ravel()
+        assert np.corrcoef(a, b)[0, 1] > 0.9
+
+
+@pytest.mark.parametrize("group", ["c1", "p8"])
+def test_integer_shift_moves_maps_and_chosen_translation(group):
+    """np.roll by (dy, dx) shifts every map by the same pixels and the chosen centre by (dx, dy)."""
+    model = _model(group)
+    img = _particle(0.9, (0.0, 0.0))
+    dx, dy = 3, -2
+    shifted = np.roll(img, (dy, dx), axis=(0, 1))
+    maps, _ = _maps(model, img)
+    maps_s, _ = _maps(model, shifted)
+    inner = np.s_[:, 6:-6, 6:-6]
+    expected = np.roll(maps["logits"], (dy, dx), axis=(1, 2))
+    np.testing.assert_allclose(maps_s["logits"][inner], expected[inner], atol=1e-4)
+    with torch.no_grad():
+        enc = model.infer(torch.from_numpy(np.stack([img, shifted])))
+    c0, c1 = enc.center_px.numpy()
+    assert np.all(np.abs(c0) < BOX // 2 - 6), "precondition: argmax away from the border"
+    np.testing.assert_allclose(c1 - c0, [dx, dy])
+    np.testing.assert_allclose(enc.z_mean[1].numpy(), enc.z_mean[0].numpy(), atol=1e-4)
+    assert abs(math.remainder(float(enc.theta[1] - enc.theta[0]), 2 * math.pi)) < 1e-4
