@@ -126,3 +126,20 @@ def test_integer_shift_moves_maps_and_chosen_translation(group):
     np.testing.assert_allclose(c1 - c0, [dx, dy])
     np.testing.assert_allclose(enc.z_mean[1].numpy(), enc.z_mean[0].numpy(), atol=1e-4)
     assert abs(math.remainder(float(enc.theta[1] - enc.theta[0]), 2 * math.pi)) < 1e-4
+
+
+@pytest.mark.parametrize("group", ["c1", "p8"])
+@pytest.mark.parametrize("training", [True, False])
+def test_fft_lifting_convolution_equals_r2conv(group, training):
+    """The FFT path gives the same lifting output as e2cnn's R2Conv (or Conv2d for c1)."""
+    torch.manual_seed(1)
+    cfg = ModelConfig.for_model("target", box=BOX, group=group, enc_fields=3, enc_kernel=41)
+    enc = build_model(cfg).encoder
+    enc.train(training)
+    x = torch.randn(2, BOX, BOX)
+    with torch.no_grad():
+        fast = enc.lift_forward(x)
+        enc.fft_lift = False
+        ref = enc.lift_forward(x)
+    assert fast.shape == ref.shape == (2, 3 * cfg.n_rotations, BOX, BOX)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))

@@ -12,7 +12,11 @@ from matplotlib.figure import Figure
 from cryovae.analysis.metrics import angular_errors, pearson
 from cryovae.geometry import wrap_degrees
 
-_POINT = dict(s=4, alpha=0.35, linewidths=0, rasterized=True)
+
+def _points(n: int) -> dict:
+    """Scatter style: bigger, more opaque points for few particles."""
+    return dict(s=12 if n < 500 else 4, alpha=float(np.clip(150.0 / max(n, 1), 0.15, 0.8)), linewidths=0,
+                rasterized=True)
 
 
 def rotation_figure(true_psi_deg: np.ndarray, pred_psi_deg: np.ndarray, offset_deg: float = 0.0,
@@ -34,7 +38,7 @@ def rotation_figure(true_psi_deg: np.ndarray, pred_psi_deg: np.ndarray, offset_d
     err = angular_errors(pred, true)
     fig = Figure(figsize=(9.5, 4.2), constrained_layout=True)
     ax, hx = fig.subplots(1, 2)
-    ax.scatter(true, pred, c="tab:blue", **_POINT)
+    ax.scatter(true, pred, c="tab:blue", **_points(len(true)))
     ax.plot([-180, 180], [-180, 180], color="k", lw=0.8, ls="--")
     ax.set(xlim=(-180, 180), ylim=(-180, 180), xlabel="true psi (deg)",
            ylabel=f"predicted psi - {offset_deg:.1f} (deg)", aspect="equal")
@@ -70,7 +74,7 @@ def latent_figure(latents: np.ndarray, conformation: np.ndarray,
     for i in range(k):
         for j in range(m):
             ax = axes[i, j]
-            ax.scatter(conf[:, j], z[:, i], c="tab:green", **_POINT)
+            ax.scatter(conf[:, j], z[:, i], c="tab:green", **_points(len(z)))
             ax.set(xlabel=f"true {cn[j]}", ylabel=zn[i])
             ax.set_title(f"Pearson r = {pearson(z[:, i], conf[:, j]):.3f}")
     if title:
@@ -84,7 +88,7 @@ def translation_figure(true_origin_A: np.ndarray, pred_origin_A: np.ndarray, tit
     pred = np.asarray(pred_origin_A, dtype=np.float64).reshape(-1, 2)
     fig = Figure(figsize=(8.5, 4.0), constrained_layout=True)
     for axis, ax in enumerate(fig.subplots(1, 2)):
-        ax.scatter(true[:, axis], pred[:, axis], c="tab:purple", **_POINT)
+        ax.scatter(true[:, axis], pred[:, axis], c="tab:purple", **_points(len(true)))
         lo = float(min(true[:, axis].min(), pred[:, axis].min()))
         hi = float(max(true[:, axis].max(), pred[:, axis].max()))
         ax.plot([lo, hi], [lo, hi], color="k", lw=0.8, ls="--")
@@ -127,3 +131,33 @@ def evaluation_report(predicted: dict, truth) -> tuple[dict, dict[str, Figure]]:
         figures["translation"] = translation_figure(
             truth[["origin_x_A", "origin_y_A"]].to_numpy(dtype=np.float64), predicted["origin_A"])
     return metrics, figures
+
+
+def motion_figure(rows: list[tuple[str, np.ndarray, list[str]]], title: str | None = None) -> Figure:
+    """Rows of image strips, e.g. the true conformational motion above a learned traversal.
+
+    Parameters
+    ----------
+    rows : ``(label, frames (k, N, N), frame titles)`` per row; each row is shown with its own
+        1st-99th percentile grey range (a model's images and the truth have different scales).
+    """
+    ncols = max(len(f) for _, f, _ in rows)
+    fig = Figure(figsize=(1.25 * ncols + 1.4, 1.45 * len(rows) + (0.4 if title else 0.1)), constrained_layout=True)
+    axes = np.atleast_2d(fig.subplots(len(rows), ncols, squeeze=False))
+    for r, (label, frames, titles) in enumerate(rows):
+        frames = np.asarray(frames, dtype=np.float64)
+        lo, hi = np.percentile(frames, [1.0, 99.0])
+        for c in range(ncols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(frames):
+                ax.imshow(frames[c], cmap="gray", vmin=lo, vmax=hi if hi > lo else lo + 1, interpolation="nearest")
+                if titles and c < len(titles):
+                    ax.set_title(titles[c], fontsize=7)
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from cryovae.analysis.images import display_range
 
@@ -19,6 +21,57 @@ _CMAP_CLUSTERS = "tab10"
 
 def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
+
+
+def _mosaic_figure(panels: np.ndarray, shape: tuple[int, int], titles: Sequence[str] | None = None,
+                   row_labels: Sequence[str] | None = None, col_labels: Sequence[str] | None = None,
+                   suptitle: str | None = None, panel_inches: float = 1.3) -> Figure:
+    """Images already scaled to [0, 1] (n, h, w) drawn as ONE mosaic on one axes (fast for large
+    grids), white gaps between them, text labels around."""
+    rows, cols = shape
+    n, h, w = panels.shape
+    ntitle = max((str(t).count("\n") + 1 for t in titles), default=0) if titles else 0
+    gap_c = max(1, w // 10)
+    gap_r = max(1, h // 10) + (int(np.ceil(0.17 * ntitle * h)) if ntitle else 0)
+    mosaic = np.full((rows * h + (rows - 1) * gap_r + (gap_r - max(1, h // 10) if ntitle else 0),
+                      cols * w + (cols - 1) * gap_c), np.nan)
+    top = gap_r - max(1, h // 10) if ntitle else 0
+    for i in range(min(n, rows * cols)):
+        r, c = divmod(i, cols)
+        y0, x0 = top + r * (h + gap_r), c * (w + gap_c)
+        mosaic[y0: y0 + h, x0: x0 + w] = panels[i]
+    left = 0.35 if row_labels is not None else 0.05
+    bottom = 0.3 if col_labels is not None else 0.05
+    head = 0.35 if suptitle else 0.05
+    width = panel_inches * mosaic.shape[1] / w
+    height = panel_inches * mosaic.shape[0] / h
+    fig = Figure(figsize=(width + left + 0.05, height + bottom + head))
+    W, H = fig.get_size_inches()
+    ax = fig.add_axes((left / W, bottom / H, width / W, height / H))
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")
+    ax.imshow(mosaic, cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest", aspect="equal")
+    ax.set_axis_off()
+    for i in range(min(n, rows * cols)):
+        r, c = divmod(i, cols)
+        x = c * (w + gap_c) + w / 2 - 0.5
+        y0 = top + r * (h + gap_r)
+        if titles is not None and i < len(titles) and titles[i]:
+            ax.text(x, y0 - 1.0, str(titles[i]), ha="center", va="bottom", fontsize=7)
+    if row_labels is not None:
+        for r, label in enumerate(row_labels[:rows]):
+            ax.text(-1.5, top + r * (h + gap_r) + h / 2, label, ha="right", va="center", rotation=90, fontsize=8)
+    if col_labels is not None:
+        for c, label in enumerate(col_labels[:cols]):
+            ax.text(c * (w + gap_c) + w / 2 - 0.5, mosaic.shape[0] + 0.5, label, ha="center", va="top",
+                    fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10, y=1 - 0.05 / H, va="top")
+    return fig
+
+
+def _scaled(images: np.ndarray, vrange: tuple[float, float] | None = None) -> np.ndarray:
+    vmin, vmax = vrange if vrange is not None else display_range(images)
+    return np.clip((np.asarray(images, np.float64) - vmin) / (vmax - vmin), 0.0, 1.0)
 
 
 def image_grid(images: np.ndarray, shape: tuple[int, int], titles: Sequence[str] | None = None,
@@ -31,29 +84,9 @@ def image_grid(images: np.ndarray, shape: tuple[int, int], titles: Sequence[str]
     drawn at the top (the MRC file's order), as in RELION's and napari's displays.
     """
     images = np.asarray(images)
-    rows, cols = shape
-    vmin, vmax = vrange if vrange is not None else display_range(images)
-    fig = _figure(panel_inches * cols + (0.6 if row_labels is not None else 0.2),
-                  panel_inches * rows + (0.5 if suptitle else 0.2))
-    axes = np.atleast_2d(fig.subplots(rows, cols, squeeze=False))
-    for i, ax in enumerate(axes.ravel()):
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-        if i < len(images):
-            ax.imshow(images[i], cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
-            if titles is not None and i < len(titles) and titles[i]:
-                ax.set_title(titles[i], fontsize=7)
-    if row_labels is not None:
-        for r, label in enumerate(row_labels):
-            axes[r, 0].set_ylabel(label, fontsize=8)
-    if col_labels is not None:
-        for c, label in enumerate(col_labels):
-            axes[-1, c].set_xlabel(label, fontsize=7)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
-    return fig
+    if len(images) > shape[0] * shape[1]:
+        raise ValueError(f"{len(images)} images do not fit a {shape[0]}x{shape[1]} grid")
+    return _mosaic_figure(_scaled(images, vrange), shape, titles, row_labels, col_labels, suptitle, panel_inches)
 
 
 def traversal_figure(frames: np.ndarray, traversal) -> Figure:
@@ -92,9 +125,12 @@ def latent_histogram(z: np.ndarray, name: str = "z1", centers: np.ndarray | None
 
 
 def latent_density(xy: np.ndarray, names: Sequence[str], title: str = "latent space",
-                   centers: np.ndarray | None = None, gridsize: int = 40) -> Figure:
-    """Hexbin of 2-D points (n, 2) coloured by particle count (log scale); optional centres (k, 2)."""
+                   centers: np.ndarray | None = None, gridsize: int | None = None) -> Figure:
+    """Hexbin of 2-D points (n, 2) coloured by particle count (log scale); optional centres (k, 2).
+    ``gridsize`` (hexagons across) defaults to ``sqrt(n) / 1.5`` within 8..50."""
     xy = np.asarray(xy)
+    if gridsize is None:
+        gridsize = int(np.clip(np.sqrt(len(xy)) / 1.5, 8, 50))
     fig = _figure(5.0, 4.2)
     ax = fig.add_subplot()
     hb = ax.hexbin(xy[:, 0], xy[:, 1], gridsize=gridsize, bins="log", cmap="viridis", mincnt=1)
@@ -170,7 +206,8 @@ def pose_histograms(psi_deg: np.ndarray, origin_A: np.ndarray, prob: np.ndarray 
     psi_deg = np.asarray(psi_deg)
     origin_A = np.asarray(origin_A).reshape(-1, 2)
     n = 3 if prob is None else 4
-    fig = _figure(3.2 * n, 3.0)
+    fig = Figure(figsize=(3.0 * n, 3.0))
+    fig.subplots_adjust(left=0.25 / n, right=1 - 0.08 / n, bottom=0.17, top=0.86, wspace=0.3)
     axes = fig.subplots(1, n)
     axes[0].hist(psi_deg, bins=np.linspace(-180, 180, 73), color="0.35")
     axes[0].set_xlabel("rlnAnglePsi (degrees)")
@@ -187,30 +224,35 @@ def pose_histograms(psi_deg: np.ndarray, origin_A: np.ndarray, prob: np.ndarray 
 
 
 def learning_curve(metrics: pd.DataFrame) -> Figure:
-    """ELBO, reconstruction and KL per epoch from a run's metrics.csv, one line per split.
+    """Loss terms per epoch from a run's metrics.csv, one line per split (train / val).
 
-    ``metrics`` has the columns ``epoch`` and, optionally, ``split``; every other numeric column
-    is a panel (``elbo``, ``recon``, ``kl`` first).
+    ``metrics`` has the columns ``epoch``, optionally ``split``, and loss columns: ``elbo``,
+    ``recon`` and ``kl`` get a panel each (the ``kl_*`` parts join the ``kl`` panel, dashed), and
+    ``lr`` a log-scale panel; other columns (timings) are not drawn.
     """
-    first = [c for c in ("elbo", "recon", "kl") if c in metrics.columns]
-    rest = [c for c in metrics.columns if c not in first and c not in ("epoch", "split")
-            and pd.api.types.is_numeric_dtype(metrics[c])]
-    cols = first + rest
-    n = max(len(cols), 1)
-    ncol = min(n, 3)
-    nrow = -(-n // ncol)
-    fig = _figure(3.4 * ncol, 2.8 * nrow)
-    axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).ravel()
-    groups = metrics.groupby("split", sort=True) if "split" in metrics.columns else [("all", metrics)]
-    for ax, col in zip(axes, cols, strict=False):
-        for split, df in groups:
+    panels = [c for c in ("elbo", "recon", "kl", "lr") if c in metrics.columns]
+    parts = [c for c in metrics.columns if c.startswith("kl_") and pd.api.types.is_numeric_dtype(metrics[c])]
+    if not panels:
+        panels = [c for c in metrics.columns if c not in ("epoch", "split")
+                  and pd.api.types.is_numeric_dtype(metrics[c])][:4]
+    n = max(len(panels), 1)
+    fig = Figure(figsize=(3.0 * n, 3.0))
+    fig.subplots_adjust(left=0.3 / n, right=1 - 0.08 / n, bottom=0.17, top=0.84, wspace=0.35)
+    axes = np.atleast_1d(fig.subplots(1, n, squeeze=False)).ravel()
+    groups = list(metrics.groupby("split", sort=True)) if "split" in metrics.columns else [("all", metrics)]
+    for ax, col in zip(axes, panels, strict=False):
+        for g, (split, df) in enumerate(groups):
             df = df.sort_values("epoch")
-            ax.plot(df["epoch"], df[col], marker="o", ms=3, label=str(split))
+            ax.plot(df["epoch"], df[col], marker="o", ms=3, color=f"C{g}", label=str(split))
+            if col == "kl":
+                for part in parts:
+                    ax.plot(df["epoch"], df[part], ls="--", lw=1, color=f"C{g}", alpha=0.6)
         ax.set_xlabel("epoch")
-        ax.set_title(col, fontsize=9)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(col + (" (dashed: " + ", ".join(parts) + ")" if col == "kl" and parts else ""), fontsize=8)
+        if col == "lr":
+            ax.set_yscale("log")
         ax.legend(fontsize=7, frameon=False)
-    for ax in axes[len(cols):]:
-        ax.set_visible(False)
     fig.suptitle("learning curve (per particle)", fontsize=10)
     return fig
 
@@ -224,20 +266,8 @@ def example_sheet(inputs: np.ndarray, reconstructions: np.ndarray, pose_free: np
     their own grey scale; the two decoded rows share one.
     """
     n = len(inputs)
-    fig = _figure(1.2 * n + 0.8, 4.2)
-    axes = fig.subplots(3, n, squeeze=False)
-    decoded_range = display_range(np.concatenate([reconstructions, pose_free]))
-    input_range = display_range(inputs)
-    rows = (("input", inputs, input_range), ("reconstruction", reconstructions, decoded_range),
-            ("pose-free", pose_free, decoded_range))
-    for r, (label, imgs, (vmin, vmax)) in enumerate(rows):
-        for c in range(n):
-            ax = axes[r, c]
-            ax.imshow(imgs[c], cmap="gray", vmin=vmin, vmax=vmax, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(f"#{numbers[c]}", fontsize=8)
-        axes[r, 0].set_ylabel(label, fontsize=8)
-    fig.suptitle("example particles", fontsize=10)
-    return fig
+    decoded = _scaled(np.concatenate([reconstructions, pose_free]))
+    panels = np.concatenate([_scaled(inputs), decoded])
+    titles = [f"#{k}" for k in numbers] + [""] * (2 * n)
+    return _mosaic_figure(panels, (3, n), titles=titles, row_labels=["input", "reconstruction", "pose-free"],
+                          suptitle="example particles", panel_inches=1.1)

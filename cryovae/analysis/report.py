@@ -123,11 +123,11 @@ def write_cluster_stars(outdir: Path, blocks: dict[str, pd.DataFrame], particles
     return paths
 
 
-def load_particle_images(run, idx: np.ndarray) -> np.ndarray:
+def load_particle_images(run, idx: np.ndarray, n: int) -> np.ndarray:
     """Preprocessed images (len(idx), box, box) of the run's particles ``idx`` (0-based): from
-    RUNDIR/images.npy (written by training) or else the run's input file and preprocessing."""
+    RUNDIR/images.npy (written by training) or else the run's input file and preprocessing.
+    ``n``: number of particles of the run."""
     cache = Path(run.rundir) / IMAGES_CACHE
-    n = len(run.latents())
     if cache.exists():
         arr = np.load(cache, mmap_mode="r")
         if arr.shape == (n, run.box, run.box):
@@ -148,7 +148,7 @@ def example_indices(z_mean: np.ndarray, n_examples: int) -> np.ndarray:
     spaced ranks, in order along the axis), or evenly spaced in the file for zdim 0. 0-based."""
     n = len(z_mean)
     m = min(n_examples, n)
-    ranks = np.round((np.arange(m) + 0.5) * n / m).astype(int).clip(0, n - 1)
+    ranks = np.floor((np.arange(m) + 0.5) * n / m).astype(int).clip(0, n - 1)
     if z_mean.shape[1] == 0:
         return np.unique(ranks)
     order = np.argsort(fit_pca(z_mean, 1).transform(z_mean)[:, 0], kind="stable")
@@ -247,7 +247,7 @@ def analyze_run(run, outdir: str | Path, cfg: AnalyzeConfig) -> Report:
         log.warning("%s missing: no learning curve", metrics_path)
 
     idx = example_indices(np.asarray(lat.z_mean), cfg.n_examples)
-    images = load_particle_images(run, idx)
+    images = load_particle_images(run, idx, n)
     recon = run.reconstruct(images)
     pose_free = run.decode(np.asarray(lat.z_mean[idx], np.float32))
     report.add("Example particles", [save(plots.example_sheet(images, recon, pose_free, list(idx + 1)), "examples.png")],

@@ -75,13 +75,11 @@ def _fmt(x: float) -> str:
 
 
 def _read_star_table(star: Path):
-    from cryovae import io
+    from cryovae.io import read_star_table
 
     if not star.is_file():
         raise InputFileError(f"{star}: no such file")
-    if hasattr(io, "read_star_table"):
-        return io.read_star_table(star)
-    return io.read_particles(star).table
+    return read_star_table(star)
 
 
 def _nan_to_none(obj):

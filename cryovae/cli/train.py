@@ -14,6 +14,25 @@ import click
 from cryovae.errors import CryovaeError
 
 
+def _command_line() -> str:
+    """The command as typed when run from a shell, else rebuilt from the parsed options."""
+    ctx = click.get_current_context()
+    if sys.argv and sys.argv[0].endswith("cryovae") and "train" in sys.argv[1:]:
+        return "cryovae " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    opts = {p.name: max(p.opts, key=len) for p in ctx.command.params if isinstance(p, click.Option)}
+    parts = ["cryovae train"]
+    for name, value in ctx.params.items():
+        if value is None or value is False:
+            continue
+        if name == "particles":
+            parts.insert(1, shlex.quote(str(value)))
+        elif value is True:
+            parts.append(opts[name])
+        else:
+            parts += [opts[name], shlex.quote(str(value))]
+    return " ".join(parts)
+
+
 def _hidden(value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -43,11 +62,11 @@ def _hidden(value: str | None) -> tuple[int, ...] | None:
 @click.option("--datadir", type=click.Path(file_okay=False), default=None, help="Where the stacks live.")
 @click.option("--invert/--no-invert", default=False, show_default=True, help="Invert contrast when preprocessing.")
 @click.option("--paper-size", is_flag=True, help="The papers' architecture sizes (slow).")
-@click.option("--enc-fields", type=int, default=None, help="TARGET-VAE regular fields [16].")
+@click.option("--enc-fields", type=int, default=None, help="TARGET-VAE regular fields [8].")
 @click.option("--enc-kernel", type=int, default=None, help="TARGET-VAE lifting kernel, odd [33].")
 @click.option("--enc-layers", type=int, default=None, help="Extra group-conv layers [1].")
 @click.option("--enc-hidden", default=None, help="spatial-VAE encoder widths, e.g. 500,500.")
-@click.option("--gen-hidden", type=int, default=None, help="Generator width [256 / 500].")
+@click.option("--gen-hidden", type=int, default=None, help="Generator width [128 target / 256 spatial].")
 @click.option("--gen-layers", type=int, default=None, help="Generator hidden layers [2].")
 @click.option("--fourier-features", type=int, default=None, help="Fourier features (0 = raw coords).")
 @click.option("--fourier-scale", type=float, default=None, help="Fourier frequency std [2].")
@@ -73,7 +92,7 @@ def command(particles, outdir, kind, group, zdim, box, epochs, batch_size, lr, d
     from cryovae.training import TrainConfig
     from cryovae.training.run import train_run
 
-    command_line = "cryovae " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command_line = _command_line()
     if resume:
         train_run(particles or "", outdir, None, None, device=device, resume=True, epochs=epochs,
                   command_line=command_line)

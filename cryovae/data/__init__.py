@@ -1,1 +1,26 @@
-"""cryovae.data"""
+"""cryovae.data: preprocessing of particle images (Fourier crop, invert, normalise, mask)."""
+
+from cryovae.data.fourier import check_crop_box, cropped_pixel_size, fourier_crop
+from cryovae.data.preprocess import (
+    NORMALIZE_MODES,
+    PreprocessConfig,
+    check_finite,
+    normalize_images,
+    preprocess_images,
+    soft_circular_mask,
+)
+from cryovae.data.stack_files import PreprocessResult, preprocess_particle_file
+
+__all__ = [
+    "NORMALIZE_MODES",
+    "PreprocessConfig",
+    "PreprocessResult",
+    "check_crop_box",
+    "check_finite",
+    "cropped_pixel_size",
+    "fourier_crop",
+    "normalize_images",
+    "preprocess_images",
+    "preprocess_particle_file",
+    "soft_circular_mask",
+]

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 #: IMOD's header stamp; with bit 0 of imodFlags set, mode 0 holds unsigned bytes.
 IMOD_STAMP = 1146047817
+_WARNED: set[Path] = set()
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,9 @@ def open_mrc(path: str | Path):
         if "memmap" in detail.lower():
             detail = "the file is shorter than its header says (truncated?)"
         raise InputFileError(f"{path}: corrupt or truncated MRC file ({detail})")
-    log.warning("%s: malformed MRC header, read in permissive mode (%s)", path, "; ".join(msgs) or reason)
+    if path not in _WARNED:
+        _WARNED.add(path)
+        log.warning("%s: malformed MRC header, read in permissive mode (%s)", path, "; ".join(msgs) or reason)
     return mrc, True
 
 
@@ -95,9 +98,21 @@ def _as_image_array(mrc, path: Path) -> np.ndarray:
         data = data[None]
     if data.ndim != 3:
         raise InputFileError(f"{path}: expected a 2D image or a stack, got a {data.ndim}D array")
-    if int(mrc.header.mode) == 0 and int(mrc.header.imodStamp) == IMOD_STAMP and int(mrc.header.imodFlags) & 1:
+    if int(mrc.header.mode) == 0 and _imod_unsigned(mrc.header):
         data = data.view(np.uint8)
     return data
+
+
+def _imod_unsigned(header) -> bool:
+    """IMOD marks mode-0 data as unsigned bytes: imodStamp (bytes 152-155) and bit 0 of imodFlags."""
+    raw = np.asarray(header.extra2).tobytes()
+    stamp, flags = np.frombuffer(raw[40:48], dtype=header.nx.dtype)
+    return int(stamp) == IMOD_STAMP and bool(int(flags) & 1)
+
+
+def imod_unsigned_header_bytes(byteorder: str = "<") -> bytes:
+    """The 8 bytes (stamp, flags) to put at header offset 152 to mark mode 0 as unsigned."""
+    return np.array([IMOD_STAMP, 1], dtype=f"{byteorder}i4").tobytes()
 
 
 def read_header(path: str | Path) -> StackHeader:

@@ -406,7 +406,7 @@ def read_particles(path: str | Path, datadir: str | Path | None = None, apix: fl
         stack = _read_mrc(path, apix)
     else:
         raise InputFileError(f"{path}: unknown particle file type '{path.suffix}' (use .star, .cs, .mrcs or .mrc)")
-    log.info("%s: %d particles, %s, box %s, %d stack file(s) (%d missing)", path, len(stack), stack.source_kind,
+    log.debug("%s: %d particles, %s, box %s, %d stack file(s) (%d missing)", path, len(stack), stack.source_kind,
              stack.box_known, len(stack.stack_refs), len(stack.stacks_missing))
     if preload:
         stack.check_stacks()

@@ -32,7 +32,19 @@ def _star_ready(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_star(path: str | Path, blocks: Mapping[str, pd.DataFrame]) -> Path:
+def _add_version_lines(src: Path, dst: Path, version: int) -> None:
+    """Copy ``src`` to ``dst`` with ``# version N`` before every ``data_`` line (as RELION writes)."""
+    previous = ""
+    with open(src, encoding="utf-8") as fin, open(dst, "w", encoding="utf-8") as fout:
+        for line in fin:
+            header = line.startswith("data_") and len(line.split()) == 1 and not previous.strip()
+            if header:
+                fout.write(f"# version {version}\n\n")
+            fout.write(line)
+            previous = line
+
+
+def write_star(path: str | Path, blocks: Mapping[str, pd.DataFrame], version: int | str | None = "auto") -> Path:
     """Write data blocks to a STAR file, atomically, through ``starfile``.
 
     Parameters
@@ -41,6 +53,9 @@ def write_star(path: str | Path, blocks: Mapping[str, pd.DataFrame]) -> Path:
     blocks : block name (without ``data_``) -> DataFrame, in file order, e.g.
         ``{"optics": optics_df, "particles": particles_df}``. Column names are written without
         the leading underscore (``rlnImageName``).
+    version : ``# version N`` line written before every block, as RELION 3.1+ does (30001 for
+        RELION 3.1/4, 50001 for 5); ``"auto"`` writes 30001 when there is an ``optics`` block
+        and nothing otherwise; None writes none.
 
     Floats are written with the shortest text that reads back identically.
 
@@ -51,8 +66,18 @@ def write_star(path: str | Path, blocks: Mapping[str, pd.DataFrame]) -> Path:
     """
     path = Path(path)
     data = {name: _star_ready(df) for name, df in blocks.items()}
+    if version == "auto":
+        version = 30001 if "optics" in data else None
     with atomic_path(path) as tmp:
-        starfile.write(data, tmp, float_format=_float_repr)
+        if version is None:
+            starfile.write(data, tmp, float_format=_float_repr)
+        else:
+            plain = tmp.with_name(tmp.name + ".plain")
+            try:
+                starfile.write(data, plain, float_format=_float_repr)
+                _add_version_lines(plain, tmp, int(version))
+            finally:
+                plain.unlink(missing_ok=True)
     return path
 
 

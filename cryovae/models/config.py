@@ -36,6 +36,8 @@ class ModelConfig:
     enc_kernel : TARGET-VAE lifting kernel size in pixels (odd; paper 65).
     enc_layers : number of regular -> regular group convolutions after the lifting one.
     enc_inner_kernel : kernel size of those convolutions (odd; 1 = pointwise).
+    fft_lift : compute the lifting convolution with FFTs (equal to R2Conv's output up to float
+        rounding; much faster for large kernels).
     translation_prior_px : std of the Gaussian prior on the particle centre, pixels.
     gumbel_tau : temperature of the Gumbel-softmax over (t, r).
     gumbel_hard : straight-through (one-hot forward, soft gradient) when True; the relaxed
@@ -44,7 +46,8 @@ class ModelConfig:
     enc_hidden : spatial-VAE encoder hidden layer widths (tanh MLP; paper 500, 500).
     translation : spatial-VAE infers the centre offset (else the centre is fixed at 0).
     theta_prior_std : spatial-VAE prior std of theta in radians (pi: the paper's 'uniform').
-    gen_hidden : generator hidden width (paper 512 for TARGET-VAE, 500 for spatial-VAE).
+    gen_hidden : generator hidden width (paper 512 for TARGET-VAE, 500 for spatial-VAE; defaults
+        128 / 256).
     gen_layers : number of generator hidden layers.
     fourier_features : number of random Fourier features of the coordinate (0 = raw coordinates).
     fourier_scale : std of the Fourier frequency matrix, cycles per unit of the normalised
@@ -59,19 +62,20 @@ class ModelConfig:
     pixel_size: float = 1.0
     ctf: bool = False
     group: str = "p8"
-    enc_fields: int = 16
+    enc_fields: int = 8
     enc_kernel: int = 33
     enc_layers: int = 1
     enc_inner_kernel: int = 1
+    fft_lift: bool = True
     translation_prior_px: float = 4.0
     gumbel_tau: float = 1.0
     gumbel_hard: bool = False
     enc_hidden: tuple[int, ...] = field(default=(500, 500))
     translation: bool = True
     theta_prior_std: float = math.pi
-    gen_hidden: int = 256
+    gen_hidden: int = 128
     gen_layers: int = 2
-    fourier_features: int = 128
+    fourier_features: int = 64
     fourier_scale: float = 2.0
     gen_activation: str = "leaky_relu"
     noise: str = "global"
@@ -83,7 +87,7 @@ class ModelConfig:
             raise CryovaeError(f"unknown model {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
         base: dict = {"kind": kind}
         if kind == "spatial":
-            base.update(gen_hidden=500, fourier_features=0, gen_activation="tanh", group="c1")
+            base.update(gen_hidden=256, fourier_features=0, gen_activation="tanh", group="c1")
         base.update({k: v for k, v in overrides.items() if v is not None})
         if "enc_hidden" in base:
             base["enc_hidden"] = tuple(int(h) for h in base["enc_hidden"])

@@ -51,6 +51,24 @@ def make_gspace(n_rotations: int):
     return gspaces.Rot2dOnR2(n_rotations)
 
 
+def fft_conv2d_same(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.conv2d(x, weight, bias, padding=k//2)`` for one input channel, computed with FFTs.
+
+    x : (B, 1, H, W).  weight : (C, 1, k, k) with odd k.  bias : (C,) or None.
+    Returns (B, C, H, W). Equal to the direct cross-correlation up to float rounding; cost
+    O(C H W log) instead of O(C H W k^2), the win for the large lifting kernels (65 px in the paper).
+    """
+    b, _, h, w = x.shape
+    c, _, k, _ = weight.shape
+    p = k // 2
+    lh, lw = h + k - 1, w + k - 1
+    fx = torch.fft.rfft2(x.float(), s=(lh, lw))
+    fk = torch.fft.rfft2(torch.flip(weight.float(), dims=(-2, -1)), s=(lh, lw))
+    full = torch.fft.irfft2(fx * fk[:, 0][None], s=(lh, lw))
+    out = full[..., p: p + h, p: p + w]
+    return out if bias is None else out + bias.float()[None, :, None, None]
+
+
 class GroupAttentionEncoder(nn.Module):
     """Lifting + regular group convolutions -> :class:`GroupPosterior`.
 
@@ -65,12 +83,13 @@ class GroupAttentionEncoder(nn.Module):
     kernel : odd lifting kernel size, pixels.
     layers : regular -> regular convolutions after the lifting one.
     inner_kernel : their odd kernel size.
+    fft_lift : compute the lifting convolution with FFTs (same result, faster for large kernels).
     """
 
     def __init__(self, n_rotations: int, zdim: int, fields: int, kernel: int, layers: int,
-                 inner_kernel: int = 1) -> None:
+                 inner_kernel: int = 1, fft_lift: bool = True) -> None:
         super().__init__()
-        self.n_rotations, self.zdim = n_rotations, zdim
+        self.n_rotations, self.zdim, self.fft_lift = n_rotations, zdim, fft_lift
         self.n_out = 3 + 2 * zdim
         if n_rotations == 1:
             # c1: the trivial group's steerable basis is the full basis, i.e. ordinary convolutions
@@ -101,17 +120,32 @@ class GroupAttentionEncoder(nn.Module):
         off = math.pi - torch.remainder(math.pi - off, 2 * math.pi)
         return off.to(torch.float32)
 
+    def lift_filter(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The lifting convolution's (C, 1, k, k) filter and (C,) bias as the layer would use them
+        (e2cnn expands them from its steerable basis in training mode, caches them in eval mode)."""
+        if self.plain is not None:
+            conv = self.plain[0]
+            return conv.weight, conv.bias
+        if self.lift.training:
+            return self.lift.expand_parameters()
+        return self.lift.filter, self.lift.expanded_bias
+
     def lift_forward(self, images: torch.Tensor) -> torch.Tensor:
         """The lifting convolution alone: (B, H, W) -> (B, fields*N, H, W)."""
+        if self.fft_lift:
+            weight, bias = self.lift_filter()
+            return fft_conv2d_same(images[:, None], weight, bias)
+        if self.plain is not None:
+            return self.plain[0](images[:, None])
         return self.lift(enn.GeometricTensor(images[:, None], self.in_type)).tensor
 
     def forward(self, images: torch.Tensor) -> GroupPosterior:
         """(B, H, W) images -> posterior over every (r, t)."""
+        x = self.lift_forward(images)
         if self.plain is not None:
-            x = self.plain(images[:, None])
+            x = self.plain[1:](x)
         else:
-            x = enn.GeometricTensor(images[:, None], self.in_type)
-            x = self.head(self.body(self.lift(x))).tensor
+            x = self.head(self.body(enn.GeometricTensor(x, self.lift.out_type))).tensor
         b, _, h, w = x.shape
         x = x.reshape(b, self.n_out, self.n_rotations, h, w).float()
         z = x[:, 3:]

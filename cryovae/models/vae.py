@@ -96,7 +96,7 @@ class TargetVAE(_VAEBase):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
         self.encoder = GroupAttentionEncoder(cfg.n_rotations, cfg.zdim, cfg.enc_fields, cfg.enc_kernel,
-                                             cfg.enc_layers, cfg.enc_inner_kernel)
+                                             cfg.enc_layers, cfg.enc_inner_kernel, cfg.fft_lift)
         idx = torch.arange(cfg.box, dtype=torch.float32) - cfg.box // 2
         yy, xx = torch.meshgrid(idx, idx, indexing="ij")
         self.register_buffer("grid", torch.stack([xx, yy], dim=-1), persistent=False)  # (H, W, 2)

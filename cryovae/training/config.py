@@ -39,7 +39,7 @@ class TrainConfig:
     z_delay_epochs: int = 2
     rotate_encoder: bool = False
     amp: bool = True
-    sigma_lr_scale: float = 10.0
+    sigma_lr_scale: float = 100.0
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

@@ -1,0 +1,145 @@
+"""Training and encoding throughput (particles/s), peak memory and achieved GFLOP/s.
+
+Each configuration runs in its own subprocess so that its peak resident memory (CPU) or peak
+allocated memory (CUDA) is its own. Timings are medians over ``--steps`` steps after one warm-up
+step, on random images (throughput does not depend on the content).
+
+Usage::
+
+    python benchmarks/train_throughput.py                      # both models, 40 and 64 px, defaults
+    python benchmarks/train_throughput.py --paper              # + paper-size TARGET-VAE (P8, 40 px)
+    python benchmarks/train_throughput.py --device cuda --batch-size 128
+
+FLOPs are counted with ``torch.utils.flop_counter`` on the same step with the lifting convolution
+done directly (FFT-free), i.e. the arithmetic the original code performs; "achieved GFLOP/s" is
+that count divided by the measured step time (with the FFT lifting the step does less arithmetic,
+so this is an "equivalent" rate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+def _one(spec: dict) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cryovae.models import ModelConfig, build_model, paper_config
+    from cryovae.training.config import TrainConfig
+    from cryovae.training.loop import make_optimizer
+    from cryovae.training.losses import elbo_terms
+
+    torch.set_num_threads(spec["threads"]) if spec["threads"] else None
+    device = torch.device(spec["device"])
+    make = paper_config if spec["paper"] else ModelConfig.for_model
+    cfg = make(spec["kind"], box=spec["box"], zdim=1, group="p8", **spec.get("overrides", {}))
+    torch.manual_seed(0)
+    model = build_model(cfg).to(device)
+    opt = make_optimizer(model, TrainConfig())
+    b = spec["batch"]
+    y = torch.randn(b, cfg.box, cfg.box, device=device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null():
+            loss = -elbo_terms(model, y).elbo.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    model.train()
+    step()
+    sync()
+    times = []
+    for _ in range(spec["steps"]):
+        t = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t)
+    model.eval()
+    enc_times = []
+    with torch.no_grad():
+        model.infer(y)
+        for _ in range(spec["steps"]):
+            t = time.perf_counter()
+            model.infer(y)
+            sync()
+            enc_times.append(time.perf_counter() - t)
+    flops = None
+    if spec["flops"]:
+        model.train()
+        if hasattr(model, "encoder") and hasattr(model.encoder, "fft_lift"):
+            model.encoder.fft_lift = False
+        with FlopCounterMode(display=False) as counter:
+            loss = -elbo_terms(model, y).elbo.mean()
+            loss.backward()
+        flops = counter.get_total_flops()
+    t_step = statistics.median(times)
+    out = {**{k: spec[k] for k in ("kind", "box", "paper", "device")},
+           "batch": b, "train_particles_per_s": b / t_step, "encode_particles_per_s": b / statistics.median(enc_times),
+           "step_s": t_step}
+    if device.type == "cuda":
+        out["peak_mem_MiB"] = torch.cuda.max_memory_allocated(device) / 2**20
+    else:
+        out["peak_mem_MiB"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if flops:
+        out["gflop_per_step"] = flops / 1e9
+        out["achieved_gflops"] = flops / 1e9 / t_step
+    return out
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--sizes", default="40,64")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    ap.add_argument("--paper", action="store_true", help="also the paper-size TARGET-VAE at 40 px")
+    ap.add_argument("--models", default="target,spatial")
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(_one(json.loads(args.one))))
+        return
+    import torch
+
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    specs = [dict(kind=k, box=int(s), paper=False) for k in args.models.split(",") for s in args.sizes.split(",")]
+    if args.paper:
+        specs.append(dict(kind="target", box=40, paper=True))
+    header = f"{'model':>8} {'box':>4} {'size':>7} {'train p/s':>10} {'encode p/s':>11} {'peak MiB':>9} {'GFLOP/step':>11} {'GFLOP/s':>8}"
+    print(f"device={device} batch={args.batch_size} steps={args.steps} (medians)")
+    print(header)
+    for spec in specs:
+        spec.update(device=device, batch=args.batch_size, steps=args.steps, threads=args.threads, flops=True)
+        res = subprocess.run([sys.executable, __file__, "--one", json.dumps(spec)], capture_output=True, text=True)
+        if res.returncode != 0:
+            print(f"{spec['kind']:>8} {spec['box']:>4} failed: {res.stderr.strip().splitlines()[-1]}")
+            continue
+        r = json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"{r['kind']:>8} {r['box']:>4} {'paper' if r['paper'] else 'default':>7} "
+              f"{r['train_particles_per_s']:>10.1f} {r['encode_particles_per_s']:>11.1f} {r['peak_mem_MiB']:>9.0f} "
+              f"{r.get('gflop_per_step', float('nan')):>11.2f} {r.get('achieved_gflops', float('nan')):>8.1f}")
+
+
+if __name__ == "__main__":
+    main()

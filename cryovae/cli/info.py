@@ -1,0 +1,73 @@
+"""Summarise a particle file: count, box, pixel size, optics groups, stacks, CTF columns.
+
+Example: cryovae info particles.star --datadir Extract/ --json
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+CTF_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnVoltage", "rlnSphericalAberration",
+               "rlnAmplitudeContrast", "rlnPhaseShift", "rlnCtfBfactor", "rlnCtfScalefactor")
+
+
+def summarize(stack) -> dict:
+    """A JSON-ready summary of a :class:`cryovae.io.ParticleStack`."""
+    sizes = None if stack.pixel_sizes is None else sorted({round(float(v), 6) for v in np.unique(stack.pixel_sizes)})
+    return {
+        "path": str(stack.path),
+        "source_kind": stack.source_kind,
+        "relion_version": stack.relion_version,
+        "n_particles": len(stack),
+        "box": stack.box_known,
+        "pixel_size": sizes[0] if sizes and len(sizes) == 1 else None,
+        "pixel_sizes": sizes,
+        "n_optics_groups": stack.n_optics_groups,
+        "n_stacks": len(stack.stack_refs),
+        "stacks_found": len(stack.stack_refs) - len(stack.stacks_missing),
+        "stacks_missing": stack.stacks_missing,
+        "ctf_columns": [c for c in CTF_COLUMNS if c in stack.table.columns],
+        "columns": [str(c) for c in stack.table.columns],
+    }
+
+
+def _text(s: dict) -> list[str]:
+    psize = "unknown (pass --apix)" if s["pixel_sizes"] is None else ", ".join(f"{v:g}" for v in s["pixel_sizes"]) + " Å/px"
+    box = "unknown (no stack found)" if s["box"] is None else f"{s['box']} px"
+    kind = s["source_kind"] + (f" (RELION {s['relion_version']})" if s["relion_version"] else "")
+    lines = [f"file          {s['path']}", f"format        {kind}", f"particles     {s['n_particles']}",
+             f"box           {box}", f"pixel size    {psize}", f"optics groups {s['n_optics_groups']}",
+             f"stacks        {s['stacks_found']} of {s['n_stacks']} found"]
+    for ref in s["stacks_missing"][:5]:
+        lines.append(f"  missing     {ref}")
+    if len(s["stacks_missing"]) > 5:
+        lines.append(f"  ... and {len(s['stacks_missing']) - 5} more missing (try --datadir)")
+    lines.append(f"CTF columns   {', '.join(c.removeprefix('rln') for c in s['ctf_columns']) or 'none'}")
+    return lines
+
+
+@click.command(name="info")
+@click.argument("particles", type=click.Path(path_type=Path))
+@click.option("--datadir", type=click.Path(path_type=Path), default=None,
+              help="Folder to look for the image stacks in.")
+@click.option("--apix", type=float, default=None, help="Pixel size in Å (overrides the file).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def command(particles: Path, datadir: Path | None, apix: float | None, as_json: bool) -> None:
+    """Summarise PARTICLES (.star, .cs, .mrcs, .mrc): count, box, pixel size, optics groups,
+    stacks found or missing, CTF columns.
+
+    Example: cryovae info particles.star --datadir Extract/ --json
+    """
+    from cryovae.io import read_particles
+
+    stack = read_particles(particles, datadir=datadir, apix=apix)
+    summary = summarize(stack)
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        for line in _text(summary):
+            click.echo(line)

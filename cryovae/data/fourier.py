@@ -1,0 +1,58 @@
+"""Fourier cropping (binning without aliasing)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cryovae.errors import CryovaeError
+
+
+def check_crop_box(size: int, box: int) -> None:
+    """Raise :class:`CryovaeError` unless ``size``-pixel images can be Fourier-cropped to ``box``.
+
+    ``box`` must be positive, no larger than ``size`` and, when cropping is needed, even.
+    """
+    if box < 2:
+        raise CryovaeError(f"--box {box}: must be at least 2 pixels")
+    if box > size:
+        raise CryovaeError(f"--box {box} is larger than the images ({size} px); Fourier cropping only shrinks")
+    if box != size and box % 2:
+        raise CryovaeError(f"--box {box} is odd; Fourier cropping needs an even box (try {box - 1} or {box + 1})")
+
+
+def fourier_crop(images: np.ndarray, box: int) -> np.ndarray:
+    """Keep the central ``box x box`` Fourier components of each image.
+
+    Parameters
+    ----------
+    images : ``(n, N, N)`` or ``(N, N)`` real images.
+    box : output size in pixels (``box <= N``; even unless equal to N).
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``(n, box, box)`` (or ``(box, box)``). The pixel size grows by ``N / box``
+        (``new_apix = apix * N / box``); the mean pixel value is preserved.
+    """
+    arr = np.asarray(images)
+    single = arr.ndim == 2
+    if single:
+        arr = arr[None]
+    n_px = arr.shape[-1]
+    if arr.shape[-2] != n_px:
+        raise CryovaeError(f"images are {arr.shape[-1]} x {arr.shape[-2]} pixels; only square images can be cropped")
+    check_crop_box(n_px, box)
+    if box == n_px:
+        out = arr.astype(np.float32, copy=True)
+        return out[0] if single else out
+    spectrum = np.fft.fftshift(np.fft.fft2(arr.astype(np.float64)), axes=(-2, -1))
+    start = n_px // 2 - box // 2
+    cropped = spectrum[:, start:start + box, start:start + box]
+    out = np.fft.ifft2(np.fft.ifftshift(cropped, axes=(-2, -1))).real * (box * box) / (n_px * n_px)
+    out = out.astype(np.float32)
+    return out[0] if single else out
+
+
+def cropped_pixel_size(pixel_size: float, size: int, box: int) -> float:
+    """Å/pixel after Fourier-cropping ``size``-pixel images to ``box``: ``pixel_size * size / box``."""
+    return float(pixel_size) * size / box

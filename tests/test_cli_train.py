@@ -1,0 +1,102 @@
+"""`cryovae train` / `cryovae encode` end to end on a tiny star + mrcs (real files)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import starfile
+import yaml
+from click.testing import CliRunner
+from test_models_synthetic import blob_particles
+
+from cryovae.cli.main import cli
+
+io = pytest.importorskip("cryovae.io")
+
+BOX = 24
+APIX = 3.0
+TINY = ["--box", "24", "--group", "p4", "--enc-fields", "2", "--enc-kernel", "9", "--gen-hidden", "16",
+        "--fourier-features", "8", "--batch-size", "16", "--device", "cpu", "--val-fraction", "0.25"]
+
+
+@pytest.fixture(scope="module")
+def star(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    n = 40
+    imgs = blob_particles(BOX, rng.uniform(-np.pi, np.pi, n), np.zeros((n, 2)), noise=0.1)
+    io.write_stack(d / "p.mrcs", imgs, APIX)
+    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["g1"], "rlnImagePixelSize": [APIX],
+                           "rlnImageSize": [BOX], "rlnImageDimensionality": [2], "rlnVoltage": [300.0],
+                           "rlnSphericalAberration": [2.7], "rlnAmplitudeContrast": [0.1]})
+    parts = pd.DataFrame({"rlnImageName": [f"{i + 1}@p.mrcs" for i in range(n)], "rlnOpticsGroup": [1] * n,
+                          "rlnDefocusU": [15000.0] * n, "rlnDefocusV": [14500.0] * n,
+                          "rlnDefocusAngle": [30.0] * n, "rlnMyColumn": np.arange(n)})
+    io.write_star(d / "p.star", {"optics": optics, "particles": parts})
+    return d / "p.star"
+
+
+def _particles(path):
+    blocks = starfile.read(path, always_dict=True)
+    return blocks["particles"]
+
+
+def test_train_writes_the_run_directory_and_resume_continues(tmp_path, star):
+    run = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["train", str(star), "-o", str(run), "--epochs", "1", *TINY])
+    assert r.exit_code == 0, r.output
+    for name in ("config.yaml", "checkpoint.pt", "best.pt", "metrics.csv", "train.log", "latents.npz",
+                 "particles.star", "images.npy"):
+        assert (run / name).exists(), name
+    cfg = yaml.safe_load(open(run / "config.yaml"))
+    assert cfg["model"]["group"] == "p4" and cfg["model"]["box"] == BOX
+    assert cfg["model"]["pixel_size"] == pytest.approx(APIX)
+    assert "cryovae train" in cfg["command_line"] and cfg["cryovae_version"]
+    df = _particles(run / "particles.star")
+    assert {"rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst", "cryovaeZ1", "cryovaeProb", "rlnMyColumn"} <= set(df.columns)
+    lat = np.load(run / "latents.npz")
+    np.testing.assert_allclose(df["rlnAnglePsi"].to_numpy(float), lat["psi_deg"], atol=1e-4)
+    np.testing.assert_allclose(df["rlnOriginXAngst"].to_numpy(float), lat["origin_A"][:, 0], atol=1e-4)
+    assert set(lat.files) == {"z_mean", "z_std", "theta", "center_px", "psi_deg", "origin_A", "prob"}
+
+    r = CliRunner().invoke(cli, ["train", "--resume", "-o", str(run), "--epochs", "2"])
+    assert r.exit_code == 0, r.output
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert sorted(metrics["epoch"].unique()) == [1, 2]
+
+    out = tmp_path / "enc.star"
+    r = CliRunner().invoke(cli, ["encode", str(run), str(star), "-o", str(out), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    enc = _particles(out)
+    lat = np.load(run / "latents.npz")
+    np.testing.assert_allclose(enc["rlnAnglePsi"].to_numpy(float), lat["psi_deg"], atol=1e-3)
+    np.testing.assert_allclose(enc["cryovaeZ1"].to_numpy(float), lat["z_mean"][:, 0], atol=1e-4)
+
+
+def test_train_with_ctf_and_spatial_vae(tmp_path, star):
+    r = CliRunner().invoke(cli, ["train", str(star), "-o", str(tmp_path / "s"), "--model", "spatial",
+                                 "--enc-hidden", "32", "--epochs", "1", "--ctf", *TINY])
+    assert r.exit_code == 0, r.output
+    df = _particles(tmp_path / "s" / "particles.star")
+    assert "cryovaeProb" not in df.columns and "cryovaeZ1" in df.columns
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--group", "p5"], "p5"),
+    (["--box", "4"], "--box"),
+    (["--epochs", "0"], "--epochs"),
+    (["--device", "tpu"], "device"),
+])
+def test_bad_options_are_one_line_errors(tmp_path, star, args, message):
+    r = CliRunner().invoke(cli, ["train", str(star), "-o", str(tmp_path / "r"), *args])
+    assert r.exit_code == 2
+    assert message in r.output
+    assert "Traceback" not in r.output
+
+
+def test_missing_input_and_existing_run_are_errors(tmp_path, star):
+    r = CliRunner().invoke(cli, ["train", str(tmp_path / "nope.star"), "-o", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "cryovae train: error:" in r.output and "nope.star" in r.output
+    r = CliRunner().invoke(cli, ["train", "--resume", "-o", str(tmp_path / "empty")])
+    assert r.exit_code == 2 and "config.yaml" in r.output
