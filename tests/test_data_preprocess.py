@@ -34,6 +34,14 @@ def test_fourier_crop_keeps_low_frequencies_and_drops_high_ones():
     np.testing.assert_allclose(fourier_crop(img, n), img.astype(np.float32))
 
 
+def test_fourier_crop_of_a_smooth_blob_is_the_blob_on_the_coarser_grid():
+    def blob(box, sigma):
+        idx = np.arange(box) - box // 2
+        return np.exp(-(idx[None, :] ** 2 + idx[:, None] ** 2) / (2 * sigma**2))
+
+    np.testing.assert_allclose(fourier_crop(blob(64, 6.0), 32), blob(32, 3.0), atol=1e-5)
+
+
 def test_fourier_crop_keeps_the_rotation_centre():
     n, box = 64, 32
     img = np.zeros((n, n))

@@ -68,6 +68,20 @@ def test_images_are_read_through_a_memory_map_not_loaded(tmp_path):
     np.testing.assert_array_equal(pre.images(np.arange(5)), stack.images(np.arange(5)))
 
 
+def test_stack_pickles_for_worker_processes_and_threads(tmp_path):
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    stack = read_particles(two_stack_project(tmp_path))
+    expected = stack.images(np.arange(5))
+    clone = pickle.loads(pickle.dumps(stack))
+    np.testing.assert_array_equal(clone.images(np.arange(5)), expected)
+    stack._cache.max_open = 1  # force files to be closed and reopened between threads
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda k: stack.images([k % 5])[0], range(40)))
+    np.testing.assert_array_equal(np.stack(got), expected[np.arange(40) % 5])
+
+
 def test_different_pixel_sizes_per_optics_group(tmp_path):
     stack = read_particles(two_stack_project(tmp_path, apix=(1.5, 2.0)))
     np.testing.assert_allclose(stack.pixel_sizes, [1.5, 2.0, 1.5, 2.0, 1.5])

@@ -189,3 +189,22 @@ def test_written_pose_aligns_the_particle(tmp_path, version):
     for k in range(2):
         aligned = apply_relion_alignment(particles[k], df["rlnAnglePsi"].iloc[k], origins[k])
         assert ncc(aligned, template) > 0.98
+
+
+def test_open_stack_for_writing_streams_chunks_with_header_stats(tmp_path):
+    from cryovae.io import open_stack_for_writing
+
+    x = np.random.default_rng(3).normal(2.0, 3.0, (10, 8, 8)).astype(np.float32)
+    with open_stack_for_writing(tmp_path / "w.mrcs", 10, 8, 1.5) as out:
+        out[0:4] = x[:4]
+        out[4:10] = x[4:]
+    with mrcfile.open(tmp_path / "w.mrcs") as mrc:
+        np.testing.assert_array_equal(mrc.data, x)
+        assert (mrc.header.dmin, mrc.header.dmax) == (x.min(), x.max())
+        assert mrc.header.dmean == pytest.approx(x.mean(), rel=1e-5)
+        assert mrc.header.rms == pytest.approx(x.std(), rel=1e-5)
+    with pytest.raises(ValueError):
+        with open_stack_for_writing(tmp_path / "v.mrcs", 10, 8, 1.5) as out:
+            out[0:2] = x[:2]
+            raise ValueError("interrupted")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.mrcs"]

@@ -36,7 +36,7 @@ def summarize(stack) -> dict:
 
 
 def _text(s: dict) -> list[str]:
-    psize = "unknown (pass --apix)" if s["pixel_sizes"] is None else ", ".join(f"{v:g}" for v in s["pixel_sizes"]) + " Å/px"
+    psize = "unknown (pass --apix)" if s["pixel_sizes"] is None else ", ".join(f"{v:.5g}" for v in s["pixel_sizes"]) + " Å/px"
     box = "unknown (no stack found)" if s["box"] is None else f"{s['box']} px"
     kind = s["source_kind"] + (f" (RELION {s['relion_version']})" if s["relion_version"] else "")
     lines = [f"file          {s['path']}", f"format        {kind}", f"particles     {s['n_particles']}",

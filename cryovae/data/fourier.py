@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import fft as sfft
 
 from cryovae.errors import CryovaeError
 
@@ -45,11 +46,15 @@ def fourier_crop(images: np.ndarray, box: int) -> np.ndarray:
     if box == n_px:
         out = arr.astype(np.float32, copy=True)
         return out[0] if single else out
-    spectrum = np.fft.fftshift(np.fft.fft2(arr.astype(np.float64)), axes=(-2, -1))
-    start = n_px // 2 - box // 2
-    cropped = spectrum[:, start:start + box, start:start + box]
-    out = np.fft.ifft2(np.fft.ifftshift(cropped, axes=(-2, -1))).real * (box * box) / (n_px * n_px)
-    out = out.astype(np.float32)
+    # real-to-complex FFT in single precision: rows keep frequencies -box/2 .. box/2-1 (as the
+    # centred box x box window of the full spectrum), columns 0 .. box/2
+    spectrum = sfft.rfft2(arr.astype(np.float32, copy=False), axes=(-2, -1), workers=-1)
+    half = box // 2
+    rows = np.r_[0:box - half, n_px - half:n_px]
+    cropped = spectrum[:, rows, :half + 1]
+    out = sfft.irfft2(cropped, s=(box, box), axes=(-2, -1), workers=-1)
+    out *= (box * box) / (n_px * n_px)
+    out = out.astype(np.float32, copy=False)
     return out[0] if single else out
 
 

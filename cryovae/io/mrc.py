@@ -9,6 +9,7 @@ accepted with a logged warning; truncated or unreadable files raise
 from __future__ import annotations
 
 import logging
+import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -140,9 +141,18 @@ class MrcCache:
     def __init__(self, max_open: int = 32):
         self.max_open = max_open
         self._open: OrderedDict[Path, tuple[object, np.ndarray]] = OrderedDict()
+        self._lock = threading.RLock()  # dask/napari read chunks from several threads
+
+    def __reduce__(self):
+        """Pickle as an empty cache: open files and locks stay in their process."""
+        return (MrcCache, (self.max_open,))
 
     def array(self, path: Path) -> np.ndarray:
         """The ``(n, ny, nx)`` memory-mapped array of ``path`` (native dtype)."""
+        with self._lock:
+            return self._array(path)
+
+    def _array(self, path: Path) -> np.ndarray:
         if path in self._open:
             self._open.move_to_end(path)
             return self._open[path][1]
@@ -159,19 +169,21 @@ class MrcCache:
 
         Reads in ascending index order (sequential on disk) and returns them in the order given.
         """
-        arr = self.array(path)
         index = np.asarray(index, dtype=np.int64)
         order = np.argsort(index, kind="stable")
-        try:
-            block = np.asarray(arr[index[order]], dtype=np.float32)
-        except (OSError, ValueError) as exc:
-            raise InputFileError(f"{path}: cannot read images ({_first_line(exc)})") from None
+        with self._lock:  # no other thread may close this file while it is read
+            arr = self._array(path)
+            try:
+                block = np.asarray(arr[index[order]], dtype=np.float32)
+            except (OSError, ValueError) as exc:
+                raise InputFileError(f"{path}: cannot read images ({_first_line(exc)})") from None
         out = np.empty_like(block)
         out[order] = block
         return out
 
     def close(self) -> None:
         """Close every open file."""
-        while self._open:
-            _, (mrc, _) = self._open.popitem()
-            mrc.close()  # type: ignore[attr-defined]
+        with self._lock:
+            while self._open:
+                _, (mrc, _) = self._open.popitem()
+                mrc.close()  # type: ignore[attr-defined]

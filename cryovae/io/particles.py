@@ -12,7 +12,6 @@ basename under ``datadir``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,8 @@ import pandas as pd
 
 from cryovae.errors import CryovaeError, InputFileError
 from cryovae.io.cryosparc import read_cs
-from cryovae.io.mrc import MrcCache, read_header
+from cryovae.io.mrc import read_header
+from cryovae.io.particle_stack import ParticleStack
 from cryovae.io.star import read_star_particles
 
 log = logging.getLogger(__name__)
@@ -62,171 +62,6 @@ def _split_image_names(names: pd.Series, path: Path) -> tuple[np.ndarray, list[s
         raise InputFileError(f"{path}: particle {k + 1}: rlnImageName '{text.iloc[k]}' is not index@stack "
                              "with a 1-based index")
     return index.astype(np.int64) - 1, list(refs)
-
-
-class ParticleStack:
-    """Particle images plus one table row per particle.
-
-    Attributes
-    ----------
-    path : the particle file read.
-    source_kind : ``"relion30"``, ``"relion31"``, ``"cryosparc"`` or ``"mrcs"``.
-    table : DataFrame, one row per particle in file order; for RELION 3.1+ the optics columns
-        are merged in; for ``.cs`` the RELION-named CTF/optics columns then every scalar field.
-    blocks : the RELION data blocks (name -> DataFrame) as read (star) or built (``.cs``, stack).
-    data_block, optics_block : names of the particle and optics blocks in ``blocks``.
-    relion_version : ``"3.0"`` or ``"3.1"`` for star input, else None.
-    stack_refs : the image files as written in the particle file, one per distinct file.
-    stack_paths : where each was found (None when missing).
-    file_index : (n,) int, which of ``stack_refs`` each particle lives in.
-    image_index : (n,) int, 0-based image number inside that file.
-    pixel_sizes : (n,) float Å/pixel of each particle, or None when unknown.
-    box_known : image size in pixels, or None when no stack was found and the table has no size.
-    """
-
-    def __init__(self, path: Path, source_kind: str, table: pd.DataFrame, blocks: dict[str, pd.DataFrame],
-                 data_block: str, optics_block: str | None, relion_version: str | None,
-                 stack_refs: list[str], stack_paths: list[Path | None], file_index: np.ndarray,
-                 image_index: np.ndarray, pixel_sizes: np.ndarray | None, box_known: int | None,
-                 version_comment: int | None = None):
-        self.path = path
-        self.source_kind = source_kind
-        self.table = table
-        self.blocks = blocks
-        self.data_block = data_block
-        self.optics_block = optics_block
-        self.relion_version = relion_version
-        self.version_comment = version_comment
-        self.stack_refs = stack_refs
-        self.stack_paths = stack_paths
-        self.file_index = file_index
-        self.image_index = image_index
-        self.pixel_sizes = pixel_sizes
-        self.box_known = box_known
-        self._cache = MrcCache()
-        self._preloaded: np.ndarray | None = None
-
-    # ----------------------------------------------------------------- summary
-    def __len__(self) -> int:
-        return len(self.table)
-
-    def __repr__(self) -> str:
-        return (f"ParticleStack({str(self.path)!r}, kind={self.source_kind}, n={len(self)}, "
-                f"box={self.box_known}, stacks={len(self.stack_refs)})")
-
-    @property
-    def box(self) -> int:
-        """Square image size in pixels."""
-        if self.box_known is None:
-            raise InputFileError(f"{self.path}: image size unknown (no stack found; pass --datadir)")
-        return self.box_known
-
-    @property
-    def pixel_size(self) -> float:
-        """Å/pixel of the images (one value for the whole file)."""
-        if self.pixel_sizes is None:
-            raise CryovaeError(f"{self.path}: pixel size unknown (no rlnImagePixelSize, "
-                               "rlnDetectorPixelSize/rlnMagnification or header value); pass --apix")
-        values = np.unique(np.round(self.pixel_sizes, 6))
-        if len(values) > 1:
-            raise CryovaeError(f"{self.path}: particles have different pixel sizes "
-                               f"({', '.join(f'{v:g}' for v in values[:5])} Å); split the file by optics group")
-        return float(self.pixel_sizes[0])
-
-    @property
-    def n_optics_groups(self) -> int:
-        if "rlnOpticsGroup" in self.table.columns:
-            return int(self.table["rlnOpticsGroup"].nunique())
-        return 1
-
-    @property
-    def stacks_missing(self) -> list[str]:
-        """Image files referenced but not found, as written."""
-        return [ref for ref, p in zip(self.stack_refs, self.stack_paths, strict=True) if p is None]
-
-    def check_stacks(self) -> None:
-        """Raise :class:`InputFileError` if any referenced image file is missing."""
-        missing = self.stacks_missing
-        if missing:
-            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-            raise InputFileError(f"{self.path}: stack {missing[0]}{more} not found "
-                                 "(looked beside the file and under --datadir)")
-
-    # ----------------------------------------------------------------- images
-    def images(self, idx) -> np.ndarray:
-        """Images of particles ``idx`` as float32.
-
-        Parameters
-        ----------
-        idx : int, slice, integer array or boolean mask over particles (0-based, file order).
-
-        Returns
-        -------
-        np.ndarray
-            ``(len(idx), box, box)`` float32 (``(box, box)`` for an int), in the order asked.
-
-        Raises
-        ------
-        InputFileError
-            A needed stack is missing or unreadable, or an image has NaN/infinite pixels.
-        """
-        sel = np.arange(len(self))[idx]
-        if np.ndim(sel) == 0:
-            return self.images(np.array([int(sel)]))[0]
-        sel = np.asarray(sel, dtype=np.int64)
-        if self._preloaded is not None:
-            return self._preloaded[sel]
-        out = np.empty((len(sel), self.box, self.box), dtype=np.float32)
-        files = self.file_index[sel]
-        for f in np.unique(files):
-            where = np.flatnonzero(files == f)
-            stack_path = self.stack_paths[f]
-            if stack_path is None:
-                raise InputFileError(f"{self.path}: stack {self.stack_refs[f]} not found "
-                                     "(looked beside the file and under --datadir)")
-            block = self._cache.read(stack_path, self.image_index[sel[where]])
-            if not np.isfinite(block).all():
-                bad = int(np.flatnonzero(~np.isfinite(block).reshape(len(block), -1).all(axis=1))[0])
-                k = int(sel[where[bad]])
-                raise InputFileError(f"{stack_path}: image {self.image_index[k] + 1} (particle {k + 1} of "
-                                     f"{self.path.name}) has NaN or infinite pixels")
-            out[where] = block
-        return out
-
-    def chunks(self, batch_size: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Iterate over ``(idx, images)`` in file order, ``batch_size`` particles at a time.
-
-        ``idx`` is the (b,) int array of particle numbers, ``images`` (b, box, box) float32.
-        """
-        if batch_size < 1:
-            raise CryovaeError(f"batch size must be >= 1, got {batch_size}")
-        for start in range(0, len(self), batch_size):
-            idx = np.arange(start, min(start + batch_size, len(self)))
-            yield idx, self.images(idx)
-
-    def preload(self) -> None:
-        """Read every image into RAM now (later reads come from memory)."""
-        if self._preloaded is None:
-            out = np.empty((len(self), self.box, self.box), dtype=np.float32)
-            for idx, images in self.chunks(4096):
-                out[idx] = images
-            self._preloaded = out
-            self.close()
-
-    def close(self) -> None:
-        """Close the memory-mapped stacks (they reopen on the next read)."""
-        self._cache.close()
-
-    def __enter__(self) -> ParticleStack:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_cache"] = MrcCache()
-        return state
 
 
 # --------------------------------------------------------------------- building

@@ -115,18 +115,66 @@ def write_stack(path: str | Path, images: np.ndarray, pixel_size: float) -> Path
     return path
 
 
-@contextlib.contextmanager
-def open_stack_for_writing(path: str | Path, n: int, box: int, pixel_size: float) -> Iterator[np.ndarray]:
-    """Create an ``(n, box, box)`` float32 MRC stack on disk and yield its memory map.
+class StackStats:
+    """Running min, max, mean and rms of the pixels written, for the MRC header."""
 
-    Fill the yielded array chunk by chunk (a big stack never sits in RAM); on a clean exit the
-    header statistics are updated and the file is moved onto ``path`` atomically. If the block
-    raises, nothing is left behind.
+    def __init__(self) -> None:
+        self.n = 0
+        self.total = 0.0
+        self.total_sq = 0.0
+        self.lo = np.inf
+        self.hi = -np.inf
+
+    def update(self, block: np.ndarray) -> None:
+        if block.size == 0:
+            return
+        b = np.asarray(block, dtype=np.float64)
+        self.n += b.size
+        self.total += float(b.sum())
+        self.total_sq += float(np.square(b).sum())
+        self.lo = min(self.lo, float(b.min()))
+        self.hi = max(self.hi, float(b.max()))
+
+    def write_header(self, header) -> None:
+        if self.n == 0:
+            return
+        mean = self.total / self.n
+        header.dmin, header.dmax, header.dmean = self.lo, self.hi, mean
+        header.rms = float(np.sqrt(max(self.total_sq / self.n - mean * mean, 0.0)))
+
+
+class StackWriter:
+    """An ``(n, box, box)`` float32 MRC stack being filled chunk by chunk (see
+    :func:`open_stack_for_writing`)."""
+
+    def __init__(self, data: np.ndarray):
+        self._data = data
+        self.stats = StackStats()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self._data.shape)
+
+    def __setitem__(self, key, block: np.ndarray) -> None:
+        block = np.asarray(block, dtype=np.float32)
+        self._data[key] = block
+        self.stats.update(block)
+
+
+@contextlib.contextmanager
+def open_stack_for_writing(path: str | Path, n: int, box: int, pixel_size: float) -> Iterator[StackWriter]:
+    """Create an ``(n, box, box)`` float32 MRC stack on disk and yield a writer for it.
+
+    Assign chunks to the writer (``writer[i:j] = images``): they go straight into a memory
+    map, so a big stack never sits in RAM; header statistics are accumulated on the way. On a
+    clean exit the file is moved onto ``path`` atomically; if the block raises, nothing is
+    left behind. Each particle should be written exactly once.
     """
     path = Path(path)
     with atomic_path(path) as tmp:
         with mrcfile.new_mmap(tmp, shape=(n, box, box), mrc_mode=2, overwrite=True) as mrc:
             mrc.set_image_stack()
             mrc.voxel_size = float(pixel_size)
-            yield mrc.data
-            mrc.update_header_stats()
+            writer = StackWriter(mrc.data)
+            yield writer
+            writer.stats.write_header(mrc.header)
