@@ -129,3 +129,18 @@ def test_user_errors_are_one_line(tiny_run, tmp_path, args, message):
     err = res.stderr if hasattr(res, "stderr") else res.output
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"cryovae {args[0]}: error:") and message in lines[0], err
+
+
+def test_example_images_without_the_cache_come_from_the_input_file(tiny_run, tmp_path):
+    import shutil
+
+    from cryovae.analysis.report import load_particle_images
+    from cryovae.inference import TrainedRun
+
+    copy = tmp_path / "run"
+    shutil.copytree(tiny_run, copy, ignore=shutil.ignore_patterns("images.npy", "analysis", "traversal"))
+    run = TrainedRun.load(copy)
+    idx = np.array([5, 0, 17])
+    images = load_particle_images(run, idx, len(run.latents().z_mean))
+    cached = np.load(tiny_run / "images.npy")[idx]
+    np.testing.assert_allclose(images, cached, atol=1e-5)

@@ -46,9 +46,15 @@ def _plus_plus(x: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return np.array(centers)
 
 
+def _sq_distances(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """(n, k) squared distances, without an (n, k, d) temporary."""
+    d2 = (x ** 2).sum(1)[:, None] - 2.0 * x @ centers.T + (centers ** 2).sum(1)[None]
+    return np.maximum(d2, 0.0)
+
+
 def _lloyd(x: np.ndarray, centers: np.ndarray, iters: int) -> tuple[np.ndarray, np.ndarray, float]:
     for _ in range(iters):
-        d2 = ((x[:, None, :] - centers[None]) ** 2).sum(-1)
+        d2 = _sq_distances(x, centers)
         labels = d2.argmin(1)
         new = centers.copy()
         for j in range(len(centers)):
@@ -62,7 +68,7 @@ def _lloyd(x: np.ndarray, centers: np.ndarray, iters: int) -> tuple[np.ndarray, 
             centers = new
             break
         centers = new
-    d2 = ((x[:, None, :] - centers[None]) ** 2).sum(-1)
+    d2 = _sq_distances(x, centers)
     labels = d2.argmin(1)
     return centers, labels, float(d2[np.arange(len(x)), labels].sum())
 
@@ -87,12 +93,11 @@ def kmeans(x: np.ndarray, k: int, seed: int = 0, n_init: int = 10, iters: int = 
     if not 1 <= k <= n_distinct:
         raise CryovaeError(f"--k must be between 1 and the number of distinct latents ({n_distinct}), got {k}")
     rng = np.random.default_rng(seed)
-    best = None
-    for _ in range(max(1, n_init)):
-        c, lab, inertia = _lloyd(x, _plus_plus(x, k, rng), iters)
-        if best is None or inertia < best[2] - 1e-12:
-            best = (c, lab, inertia)
-    centers, labels, inertia = best
+    centers, labels, inertia = _lloyd(x, _plus_plus(x, k, rng), iters)
+    for _ in range(max(1, n_init) - 1):
+        c, lab, ine = _lloyd(x, _plus_plus(x, k, rng), iters)
+        if ine < inertia - 1e-12:
+            centers, labels, inertia = c, lab, ine
     # order along the first principal axis (sign fixed by the largest loading)
     xc = x - x.mean(0)
     axis = np.linalg.svd(xc, full_matrices=False)[2][0] if len(x) > 1 else np.ones(x.shape[1])

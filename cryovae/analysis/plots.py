@@ -181,7 +181,7 @@ def cluster_plot(coords: np.ndarray, names: Sequence[str], labels: np.ndarray,
     fig = _figure(5.0, 4.0)
     ax = fig.add_subplot()
     if coords.shape[1] == 1:
-        bins = np.histogram_bin_edges(coords[:, 0], bins=60)
+        bins = np.histogram_bin_edges(coords[:, 0], bins=60).tolist()
         ax.hist([coords[labels == j, 0] for j in range(k)], bins=bins, stacked=True,
                 color=[f"C{j % 10}" for j in range(k)],
                 label=[f"{j + 1}: {int((labels == j).sum())}" for j in range(k)])

@@ -110,16 +110,21 @@ def star_column(blocks: dict[str, pd.DataFrame], particles: str, column: str, pa
 def write_cluster_stars(outdir: Path, blocks: dict[str, pd.DataFrame], particles: str,
                         clusters: Clusters) -> list[Path]:
     """cluster_01.star … : each cluster's rows of the particle block (every column, input order)
-    with the other blocks (optics) unchanged. Together they hold every particle exactly once."""
+    with the other blocks (optics) unchanged. Together they hold every particle exactly once;
+    cluster_NN.star files of an earlier analysis with more clusters are removed."""
     from cryovae.io import write_star
 
     width = max(2, len(str(clusters.k)))
-    paths = []
+    paths: list[Path] = []
     for j, table in enumerate(split_by_cluster(blocks[particles], clusters.labels, clusters.k)):
         out = {name: (table.reset_index(drop=True) if name == particles else df) for name, df in blocks.items()}
         path = outdir / f"cluster_{j + 1:0{width}d}.star"
         write_star(path, out)
         paths.append(path)
+    for old in sorted(outdir.glob("cluster_*.star")):  # left by an earlier run with a larger k
+        if old not in paths and old.stem[len("cluster_"):].isdigit():
+            log.info("removing %s from an earlier analysis", old)
+            old.unlink()
     return paths
 
 
@@ -164,8 +169,7 @@ def analyze_run(run, outdir: str | Path, cfg: AnalyzeConfig) -> Report:
     outdir : output folder (created), e.g. RUNDIR/analysis.
     cfg : options.
     """
-    from cryovae.analysis import plots
-    from cryovae.analysis.output import save_figure, write_text
+    from cryovae.analysis.output import write_text
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -174,90 +178,115 @@ def analyze_run(run, outdir: str | Path, cfg: AnalyzeConfig) -> Report:
     n, zdim = lat.z_mean.shape
     star_path = rundir / STAR
     star = read_run_star(star_path, n)
-    blocks, pblock = star.blocks, star.data_block
-    color = star_column(blocks, pblock, cfg.color_by, star_path) if cfg.color_by else None
+    color = star_column(star.blocks, star.data_block, cfg.color_by, star_path) if cfg.color_by else None
     report = Report(title=f"cryovae analysis of {rundir.resolve().name}")
     report.summary = {"rundir": str(rundir), "n_particles": int(n), "zdim": int(zdim),
                       "model": getattr(run.config.model, "kind", None)}
-
-    def save(fig, name: str) -> str:
-        save_figure(fig, outdir / name)
-        return name
-
     if zdim > 0:
-        z = np.asarray(lat.z_mean, np.float64)
-        view = latent_view(z)
-        pca, names = view.pca, view.names
-        coords = view.project(z)
-        clusters = kmeans(z, cfg.k, seed=cfg.seed)
-        centers_view = view.project(clusters.centers)
-        if zdim == 1:
-            pics = [save(plots.latent_histogram(z[:, 0], "z1", clusters.centers[:, 0]), "latent.png")]
-        else:
-            pics = [save(plots.latent_density(coords, names, "latent space" if pca is None else "latent space (PCA)",
-                                              centers_view), "latent.png")]
-        if color is not None:
-            col = cfg.color_by.lstrip("_")
-            pics.append(save(plots.latent_colored(coords, names, color, col), f"latent_{col}.png"))
-        caption = ("Posterior means of the content latents" + (", projected on their first two principal "
-                   "components" if pca is not None else "") + "; crosses/lines mark the k-means centres.")
-        if pca is not None and cfg.umap:
-            emb = umap_embedding(z, seed=cfg.seed)
-            if emb is not None:
-                pics.append(save(plots.latent_density(emb, ["UMAP 1", "UMAP 2"], "UMAP"), "latent_umap.png"))
-        report.add("Latent space", pics, caption)
-
-        frames = np.asarray(run.decode(clusters.centers.astype(np.float32)), np.float32)
-        sizes = clusters.sizes()
-        titles = [f"cluster {j + 1}\n{sizes[j]} particles" for j in range(clusters.k)]
-        ncols = min(clusters.k, 8)
-        pics = [save(plots.cluster_plot(coords, names, clusters.labels, centers_view), "clusters.png"),
-                save(plots.image_grid(frames, (-(-clusters.k // ncols), ncols), titles=titles,
-                                      suptitle="k-means centres decoded (pose-free)"), "cluster_centers.png")]
-        stars = write_cluster_stars(outdir, blocks, pblock, clusters)
-        table = pd.DataFrame({"particle": np.arange(1, n + 1), "cluster": clusters.labels + 1})
-        for d in range(zdim):
-            table[f"z{d + 1}"] = z[:, d]
-        write_text(table.to_csv(index=False, float_format="%.6g"), outdir / "clusters.csv")
-        report.add(f"k-means clusters (k = {clusters.k})", pics,
-                   "One star file per cluster (rows of particles.star with all columns and the optics "
-                   "block), ready to import into RELION or cryoSPARC.",
-                   [p.name for p in stars] + ["clusters.csv"])
-        report.summary["clusters"] = {"k": clusters.k, "sizes": [int(s) for s in sizes],
-                                      "inertia": clusters.inertia,
-                                      "centers": np.round(clusters.centers, 6).tolist()}
-
-        traversal = default_traversal(z, cfg.steps)
-        tframes = decode_frames(run.decode, traversal)
-        report.add("Latent traversal", [save(plots.traversal_figure(tframes, traversal), "traversal.png")],
-                   "Images decoded at rotation 0 and centre 0 from the 5th to the 95th percentile of the "
-                   "posterior means (`cryovae traverse` writes the frames as .mrcs and GIF).")
-
-    report.add("Inferred poses", [save(plots.pose_histograms(lat.psi_deg, lat.origin_A, lat.prob), "poses.png")],
-               "RELION convention: rlnAnglePsi in degrees, rlnOriginX/YAngst in Å.")
-    report.summary["psi_deg_mean_abs"] = float(np.mean(np.abs(lat.psi_deg)))
-
-    metrics_path = rundir / METRICS
-    if metrics_path.exists():
-        metrics = pd.read_csv(metrics_path)
-        report.add("Learning curve", [save(plots.learning_curve(metrics), "learning_curve.png")],
-                   "Negative ELBO, reconstruction error and KL terms per particle and epoch.")
-        report.summary["epochs"] = int(metrics["epoch"].max()) if "epoch" in metrics else None
+        _latent_sections(run, outdir, cfg, report, np.asarray(lat.z_mean, np.float64), star, color)
     else:
-        log.warning("%s missing: no learning curve", metrics_path)
+        log.info("zdim = 0: no latent space to plot or cluster")
+    _pose_section(outdir, report, lat)
+    _learning_section(outdir, report, rundir / METRICS)
+    _example_section(run, outdir, cfg, report, lat)
+    write_text(json.dumps(report.summary, indent=1), outdir / "summary.json")
+    write_text(render_html(report), outdir / "index.html")
+    return report
 
+
+def _save(fig, outdir: Path, name: str) -> str:
+    from cryovae.analysis.output import save_figure
+
+    save_figure(fig, outdir / name)
+    return name
+
+
+def _latent_sections(run, outdir: Path, cfg: AnalyzeConfig, report: Report, z: np.ndarray, star,
+                     color: np.ndarray | None) -> None:
+    """latent*.png, clusters.png, cluster_centers.png, cluster_NN.star, clusters.csv, traversal.png."""
+    from cryovae.analysis import plots
+    from cryovae.analysis.output import write_text
+
+    n, zdim = z.shape
+    view = latent_view(z)
+    coords = view.project(z)
+    log.info("k-means with k=%d on %d particles", cfg.k, n)
+    clusters = kmeans(z, cfg.k, seed=cfg.seed)
+    centers_view = view.project(clusters.centers)
+    if zdim == 1:
+        pics = [_save(plots.latent_histogram(z[:, 0], "z1", clusters.centers[:, 0]), outdir, "latent.png")]
+    else:
+        title = "latent space" if view.pca is None else "latent space (PCA)"
+        pics = [_save(plots.latent_density(coords, view.names, title, centers_view), outdir, "latent.png")]
+    if color is not None and cfg.color_by:
+        col = cfg.color_by.lstrip("_")
+        pics.append(_save(plots.latent_colored(coords, view.names, color, col), outdir, f"latent_{col}.png"))
+    if view.pca is not None and cfg.umap:
+        emb = umap_embedding(z, seed=cfg.seed)
+        if emb is not None:
+            pics.append(_save(plots.latent_density(emb, ["UMAP 1", "UMAP 2"], "UMAP"), outdir, "latent_umap.png"))
+    report.add("Latent space", pics, "Posterior means of the content latents"
+               + (", projected on their first two principal components" if view.pca is not None else "")
+               + "; crosses / lines mark the k-means centres.")
+
+    frames = np.asarray(run.decode(clusters.centers.astype(np.float32)), np.float32)
+    sizes = clusters.sizes()
+    titles = [f"cluster {j + 1}\n{sizes[j]} particles" for j in range(clusters.k)]
+    ncols = min(clusters.k, 8)
+    pics = [_save(plots.cluster_plot(coords, view.names, clusters.labels, centers_view), outdir, "clusters.png"),
+            _save(plots.image_grid(frames, (-(-clusters.k // ncols), ncols), titles=titles,
+                                   suptitle="k-means centres decoded (pose-free)"), outdir, "cluster_centers.png")]
+    stars = write_cluster_stars(outdir, star.blocks, star.data_block, clusters)
+    table = pd.DataFrame({"particle": np.arange(1, n + 1), "cluster": clusters.labels + 1})
+    for d in range(zdim):
+        table[f"z{d + 1}"] = z[:, d]
+    write_text(table.to_csv(index=False, float_format="%.6g"), outdir / "clusters.csv")
+    report.add(f"k-means clusters (k = {clusters.k})", pics,
+               "One star file per cluster (rows of particles.star with all columns and the optics "
+               "block), ready to import into RELION or cryoSPARC.", [p.name for p in stars] + ["clusters.csv"])
+    report.summary["clusters"] = {"k": clusters.k, "sizes": [int(s) for s in sizes],
+                                  "inertia": clusters.inertia, "centers": np.round(clusters.centers, 6).tolist()}
+
+    traversal = default_traversal(z, cfg.steps)
+    tframes = decode_frames(run.decode, traversal)
+    report.add("Latent traversal", [_save(plots.traversal_figure(tframes, traversal), outdir, "traversal.png")],
+               "Images decoded at rotation 0 and centre 0 from the 5th to the 95th percentile of the "
+               "posterior means (cryovae traverse writes the frames as .mrcs and GIF).")
+
+
+def _pose_section(outdir: Path, report: Report, lat) -> None:
+    from cryovae.analysis import plots
+
+    pic = _save(plots.pose_histograms(lat.psi_deg, lat.origin_A, lat.prob), outdir, "poses.png")
+    report.add("Inferred poses", [pic], "RELION convention: rlnAnglePsi in degrees, rlnOriginX/YAngst in Å.")
+
+
+def _learning_section(outdir: Path, report: Report, metrics_path: Path) -> None:
+    from cryovae.analysis import plots
+
+    if not metrics_path.exists():
+        log.warning("%s missing: no learning curve", metrics_path)
+        return
+    metrics = pd.read_csv(metrics_path)
+    report.add("Learning curve", [_save(plots.learning_curve(metrics), outdir, "learning_curve.png")],
+               "ELBO, reconstruction and KL terms per particle and epoch, as logged in metrics.csv.")
+    if "epoch" in metrics.columns:
+        report.summary["epochs"] = int(metrics["epoch"].max())
+
+
+def _example_section(run, outdir: Path, cfg: AnalyzeConfig, report: Report, lat) -> None:
+    from cryovae.analysis import plots
+
+    n = len(lat.z_mean)
     idx = example_indices(np.asarray(lat.z_mean), cfg.n_examples)
     images = load_particle_images(run, idx, n)
     recon = run.reconstruct(images)
     pose_free = run.decode(np.asarray(lat.z_mean[idx], np.float32))
-    report.add("Example particles", [save(plots.example_sheet(images, recon, pose_free, list(idx + 1)), "examples.png")],
+    pic = _save(plots.example_sheet(images, recon, pose_free, list(idx + 1)), outdir, "examples.png")
+    report.add("Example particles", [pic],
                "Preprocessed input, its reconstruction at the inferred pose, and the pose-free image "
                "(the generator at rotation 0, centre 0). Numbers are rows of particles.star.")
     report.summary["examples"] = [int(i + 1) for i in idx]
-
-    write_text(json.dumps(report.summary, indent=1), outdir / "summary.json")
-    write_text(render_html(report), outdir / "index.html")
-    return report
 
 
 def render_html(report: Report) -> str:

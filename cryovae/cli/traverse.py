@@ -38,12 +38,12 @@ def _parse_dims(text: str | None) -> tuple[int, ...] | None:
 
 @click.command("traverse", help=__doc__)
 @click.argument("rundir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--dims", default=None, help="Latent dimensions (or PCs with --pcs) to traverse, from 1, e.g. 1,2.")
+@click.option("--dims", default=None, metavar="LIST", help="Latent dimensions (or PCs with --pcs) to traverse, from 1, e.g. 1,2.")
 @click.option("--steps", default=10, show_default=True, type=int, help="Frames per traversed axis.")
 @click.option("--pcs", is_flag=True, help="Traverse principal components of the posterior means.")
-@click.option("--between", nargs=2, type=int, default=None,
+@click.option("--between", nargs=2, type=int, default=None, metavar="A B",
               help="Interpolate between particles A and B (1-based rows of RUNDIR/particles.star).")
-@click.option("--percentiles", nargs=2, type=float, default=(5.0, 95.0), show_default=True,
+@click.option("--percentiles", nargs=2, type=float, default=(5.0, 95.0), show_default=True, metavar="LOW HIGH",
               help="Range of each traversal, in percentiles of the posterior means.")
 @click.option("-o", "--out", "outdir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Output folder [default: RUNDIR/traversal].")
