@@ -153,7 +153,7 @@ def table(rows: list[dict], s: dict, command: str, quick: bool) -> str:
                      f"{fmt(rot['fraction_within_15deg'])} | {rot['best_fit']} | "
                      f"{fmt(tr.get('rmse_after_template_offset_A'), 1)} | {r['train_seconds']:.0f} |")
     lines += [
-        "| 5HDB (paper) | ? | spatial-VAE | 0.95 | | 0.92 | | | | | |",
+        "| 5HDB (paper) | noise sigma 25, SNR not stated | spatial-VAE | 0.95 | | 0.92 | | | | | |",
         "| MNIST(U) (paper) | | TARGET-VAE P4 / P8 / P16 | | | 0.80 / 0.86 / 0.93 | | | | | |",
         "",
         "Arms: two conformation coordinates (values listed in order).",

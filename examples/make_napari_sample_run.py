@@ -10,7 +10,7 @@ the folder holds a simulated hinge stack and two tiny TARGET-VAE runs trained on
 
 Run it again whenever the model code changes the checkpoint format:
 
-    python examples/make_napari_sample_run.py            # about 5-10 minutes on 2 CPU cores
+    python examples/make_napari_sample_run.py            # about 10-20 minutes on 2 CPU cores
 """
 
 from __future__ import annotations
@@ -22,10 +22,11 @@ import sys
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parents[1] / "napari_plugin" / "sample_run"
-SIMULATE = ["hinge", "--n", "300", "--box", "32", "--apix", "5.0", "--snr", "0.5", "--seed", "7"]
+SIMULATE = ["hinge", "--n", "300", "--box", "32", "--apix", "5.0", "--snr", "2", "--shift-sigma", "1",
+            "--seed", "7"]
 TRAIN = ["--model", "target", "--group", "p8", "--box", "32", "--enc-fields", "4", "--enc-kernel", "11",
          "--gen-hidden", "48", "--fourier-features", "16", "--batch-size", "32", "--lr", "2e-3",
-         "--val-fraction", "0.1", "--patience", "0", "--z-delay", "1", "--seed", "0", "--device", "cpu"]
+         "--val-fraction", "0.1", "--patience", "0", "--translation-prior", "2", "--z-delay", "1", "--seed", "0", "--device", "cpu"]
 KEEP = {"config.yaml", "best.pt", "metrics.csv", "train.log", "latents.npz", "particles.star"}
 LIMIT_BYTES = 2 * 2**20
 
@@ -39,7 +40,7 @@ def cryovae(*args: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("-o", "--out", type=Path, default=OUT)
     args = parser.parse_args()
     tmp = args.out.with_name(args.out.name + ".tmp")

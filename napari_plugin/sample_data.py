@@ -17,7 +17,7 @@ from cryovae.simulate import SimulationConfig, simulate_hinge
 
 SAMPLE_ROOT = Path(__file__).parent / "sample_run"
 #: the simulated hinge of File > Open Sample > Simulated hinge particles.
-HINGE_CONFIG = SimulationConfig(n=300, box=32, pixel_size_A=5.0, snr=0.5, seed=7)
+HINGE_CONFIG = SimulationConfig(n=300, box=32, pixel_size_A=5.0, snr=2.0, shift_sigma_px=1.0, seed=7)
 
 
 def sample_run_paths(zdim: int = 1) -> tuple[Path, Path]:

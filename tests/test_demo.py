@@ -45,3 +45,24 @@ def test_demo_rejects_bad_epochs(tmp_path):
     res = CliRunner().invoke(cli, ["demo", "--tiny", "--epochs", "0", "-o", str(tmp_path / "d")])
     assert res.exit_code == 2
     assert res.stderr.strip().startswith("cryovae demo: error:") and "epochs" in res.stderr
+
+
+def test_true_motion_row_follows_the_learned_frame():
+    import numpy as np
+
+    from cryovae.geometry import transform_image
+    from cryovae.simulate import SimulationConfig, simulate_hinge
+    from cryovae.simulate.demo import motion_rows
+
+    sim = simulate_hinge(SimulationConfig(n=200, box=32, pixel_size_A=5.0, snr=None, seed=0), progress=False)
+    frames = np.zeros((4, 32, 32), np.float32)
+    direct = {"conformation": {"pearson": {"cryovaeZ1": {"conformation_1": 0.9}}},
+              "rotation": {"best_fit": "direct", "offset_deg": 0.0}}
+    (_, plain, labels), _ = motion_rows(sim, frames, np.arange(4.0), direct)
+    assert labels[0] < labels[-1]  # c increases with z1 when they correlate positively
+    turned = {"conformation": {"pearson": {"cryovaeZ1": {"conformation_1": -0.9}}},
+              "rotation": {"best_fit": "direct", "offset_deg": 90.0}}
+    (_, rot, labels2), _ = motion_rows(sim, frames, np.arange(4.0), turned)
+    assert labels2 == labels[::-1]
+    # psi_pred = psi_true + 90: the model's template is the true one turned by R(-90 deg)
+    np.testing.assert_allclose(rot[-1], transform_image(plain[0], -np.pi / 2, (0.0, 0.0)), atol=1e-4)

@@ -16,6 +16,7 @@ from test_models_synthetic import blob_particles
 
 from cryovae.geometry import rotation_matrix
 from cryovae.models import ModelConfig, TargetVAE, build_model
+from cryovae.training.checkpoint import load_model_state, model_state
 
 BOX = 33  # odd: np.rot90 turns about pixel N//2 exactly
 
@@ -143,3 +144,21 @@ def test_fft_lifting_convolution_equals_r2conv(group, training):
         ref = enc.lift_forward(x)
     assert fast.shape == ref.shape == (2, 3 * cfg.n_rotations, BOX, BOX)
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-4 * float(ref.abs().max()))
+
+
+def test_translation_window_is_the_centre_of_the_full_grid():
+    """max_shift crops the posterior to the centred window; the values equal the full grid's."""
+    torch.manual_seed(2)
+    kw = dict(box=BOX, group="p4", enc_fields=3, enc_kernel=9, gen_hidden=8, fourier_features=4)
+    full = build_model(ModelConfig.for_model("target", max_shift=BOX, **kw)).eval()
+    win = build_model(ModelConfig.for_model("target", max_shift=5, **kw))
+    load_model_state(win, model_state(full))
+    full.eval()
+    win.eval()
+    x = torch.from_numpy(_particle())[None]
+    with torch.no_grad():
+        a, b = full.encode(x).logits, win.encode(x).logits
+    assert b.shape == (1, 4, 11, 11)
+    c = BOX // 2
+    torch.testing.assert_close(b, a[..., c - 5: c + 6, c - 5: c + 6], atol=1e-5, rtol=1e-5)
+    assert win.grid[0, 0].tolist() == [-5.0, -5.0] and win.grid[5, 5].tolist() == [0.0, 0.0]

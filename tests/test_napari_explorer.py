@@ -127,7 +127,7 @@ def test_encoding_a_particle_file_runs_in_a_worker_with_progress(make_napari_vie
     _, star = sample_run_paths(1)
     with qtbot.waitSignal(widget.latents_ready, timeout=WAIT_MS):
         widget.encode_particles(star)
-        assert widget.busy() and widget.progress.isVisible()
+        assert widget.busy() and not widget.progress.isHidden()
         assert widget.progress.maximum() == 3  # 300 particles in chunks of 128
     assert widget.status.text().startswith(f"encoded {len(before)} particles")
     after = widget.session.latents
@@ -135,7 +135,7 @@ def test_encoding_a_particle_file_runs_in_a_worker_with_progress(make_napari_vie
     direct = runs[1].encode(runs[1].preprocess(widget.session.stack.images(np.arange(20))))
     np.testing.assert_allclose(after.z_mean[:20], direct.z_mean, rtol=1e-4, atol=1e-4)
     qtbot.waitUntil(lambda: not widget.busy(), timeout=WAIT_MS)
-    assert not widget.progress.isVisible()
+    assert widget.progress.isHidden()
 
 
 def test_a_bad_run_folder_is_a_status_line_not_a_crash(make_napari_viewer, qtbot, tmp_path):

@@ -28,8 +28,8 @@ def test_target_vae_recovers_rotations_and_shifts(tmp_path):
     imgs = blob_particles(BOX, theta, c)
     imgs /= imgs.std()
     imgs += 0.05 * rng.standard_normal(imgs.shape).astype(np.float32)  # keeps sigma finite
-    mcfg = ModelConfig.for_model("target", box=BOX, group="p8", zdim=1, enc_fields=8, enc_kernel=17,
-                                 gen_hidden=128, fourier_features=64, translation_prior_px=2.0)
+    mcfg = ModelConfig.for_model("target", box=BOX, group="p8", zdim=1, enc_fields=6, enc_kernel=17,
+                                 gen_hidden=64, fourier_features=32, translation_prior_px=2.0)
     tcfg = TrainConfig(epochs=16, batch_size=16, lr=2e-3, seed=0, val_fraction=0.0, sigma_lr_scale=100,
                        z_delay_epochs=2)
     res = fit(imgs, mcfg, tcfg, tmp_path, torch.device("cpu"), progress=False)

@@ -73,6 +73,8 @@ def _hidden(value: str | None) -> tuple[int, ...] | None:
 @click.option("--activation", type=click.Choice(["relu", "leaky_relu", "tanh"]), default=None)
 @click.option("--noise", type=click.Choice(["global", "pixel"]), default=None, help="Noise model [global].")
 @click.option("--translation-prior", type=float, default=None, help="Centre prior std, model pixels [4].")
+@click.option("--max-shift", type=int, default=None,
+              help="TARGET-VAE translation grid half-width, model pixels [3 x translation prior].")
 @click.option("--theta-prior", type=float, default=None, help="spatial-VAE theta prior std, rad [pi].")
 @click.option("--no-translation", is_flag=True, help="spatial-VAE: no translation inference.")
 @click.option("--gumbel-hard", is_flag=True, help="Straight-through one-hot (t, r) samples.")
@@ -82,7 +84,7 @@ def _hidden(value: str | None) -> tuple[int, ...] | None:
 def command(particles, outdir, kind, group, zdim, box, epochs, batch_size, lr, device, seed, val_fraction,
             patience, ctf, resume, datadir, invert, paper_size, enc_fields, enc_kernel, enc_layers,
             enc_hidden, gen_hidden, gen_layers, fourier_features, fourier_scale, activation, noise,
-            translation_prior, theta_prior, no_translation, gumbel_hard, z_delay, rotate_encoder) -> None:
+            translation_prior, max_shift, theta_prior, no_translation, gumbel_hard, z_delay, rotate_encoder) -> None:
     """Train TARGET-VAE (--model target) or spatial-VAE (--model spatial) on PARTICLES.
 
     Writes config.yaml, checkpoint.pt, best.pt, metrics.csv, train.log, latents.npz and
@@ -103,7 +105,7 @@ def command(particles, outdir, kind, group, zdim, box, epochs, batch_size, lr, d
     arch = dict(box=box, zdim=zdim, group=group, ctf=ctf, enc_fields=enc_fields, enc_kernel=enc_kernel,
                 enc_layers=enc_layers, enc_hidden=_hidden(enc_hidden), gen_hidden=gen_hidden,
                 gen_layers=gen_layers, fourier_features=fourier_features, fourier_scale=fourier_scale,
-                gen_activation=activation, noise=noise, translation_prior_px=translation_prior,
+                gen_activation=activation, noise=noise, translation_prior_px=translation_prior, max_shift=max_shift,
                 theta_prior_std=theta_prior, gumbel_hard=True if gumbel_hard else None,
                 translation=False if no_translation else None)
     model_cfg = paper_config(kind, **{k: v for k, v in arch.items() if v is not None}) if paper_size \

@@ -38,6 +38,9 @@ class ModelConfig:
     enc_inner_kernel : kernel size of those convolutions (odd; 1 = pointwise).
     fft_lift : compute the lifting convolution with FFTs (equal to R2Conv's output up to float
         rounding; much faster for large kernels).
+    max_shift : TARGET-VAE translation grid half-width in pixels: the attention covers centres
+        with ``|cx|, |cy| <= max_shift`` (None, the default: 3 x translation_prior_px rounded
+        up, at least 2; any value >= box//2 covers the whole box).
     translation_prior_px : std of the Gaussian prior on the particle centre, pixels.
     gumbel_tau : temperature of the Gumbel-softmax over (t, r).
     gumbel_hard : straight-through (one-hot forward, soft gradient) when True; the relaxed
@@ -67,6 +70,7 @@ class ModelConfig:
     enc_layers: int = 1
     enc_inner_kernel: int = 1
     fft_lift: bool = True
+    max_shift: int | None = None
     translation_prior_px: float = 4.0
     gumbel_tau: float = 1.0
     gumbel_hard: bool = False
@@ -108,6 +112,12 @@ class ModelConfig:
         return cls(**d)
 
     @property
+    def attention_max_shift(self) -> int | None:
+        """The translation window half-width actually used; None when it covers the whole box."""
+        m = max(2, math.ceil(3 * self.translation_prior_px)) if self.max_shift is None else self.max_shift
+        return None if m >= self.box // 2 else int(m)
+
+    @property
     def n_rotations(self) -> int:
         """N of the cyclic group (1 for c1 and for spatial-VAE)."""
         return GROUPS[self.group] if self.kind == "target" else 1
@@ -136,6 +146,8 @@ class ModelConfig:
             raise CryovaeError(f"unknown noise model {self.noise!r}; choose one of {', '.join(NOISE_MODELS)}")
         if self.translation_prior_px <= 0 or self.theta_prior_std <= 0 or self.gumbel_tau <= 0:
             raise CryovaeError("prior standard deviations and the Gumbel temperature must be > 0")
+        if self.max_shift is not None and self.max_shift < 0:
+            raise CryovaeError(f"--max-shift must be >= 0 pixels, got {self.max_shift}")
         if self.pixel_size <= 0:
             raise CryovaeError(f"pixel size must be > 0 Å, got {self.pixel_size}")
         if any(h < 1 for h in self.enc_hidden) or not self.enc_hidden:

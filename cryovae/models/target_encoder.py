@@ -84,12 +84,17 @@ class GroupAttentionEncoder(nn.Module):
     layers : regular -> regular convolutions after the lifting one.
     inner_kernel : their odd kernel size.
     fft_lift : compute the lifting convolution with FFTs (same result, faster for large kernels).
+    max_shift : keep only the translations ``|x|, |y| <= max_shift`` pixels of the lifting output
+        (a centred square window of the pixel grid; None = the whole grid). The later layers and
+        the posterior then live on ``(2 max_shift + 1)^2`` cells. The window is symmetric about
+        pixel N//2, so 90-degree turns and the rotation channels stay exact.
     """
 
     def __init__(self, n_rotations: int, zdim: int, fields: int, kernel: int, layers: int,
-                 inner_kernel: int = 1, fft_lift: bool = True) -> None:
+                 inner_kernel: int = 1, fft_lift: bool = True, max_shift: int | None = None) -> None:
         super().__init__()
         self.n_rotations, self.zdim, self.fft_lift = n_rotations, zdim, fft_lift
+        self.max_shift = max_shift
         self.n_out = 3 + 2 * zdim
         if n_rotations == 1:
             # c1: the trivial group's steerable basis is the full basis, i.e. ordinary convolutions
@@ -142,6 +147,9 @@ class GroupAttentionEncoder(nn.Module):
     def forward(self, images: torch.Tensor) -> GroupPosterior:
         """(B, H, W) images -> posterior over every (r, t)."""
         x = self.lift_forward(images)
+        if self.max_shift is not None:
+            ch, cw, m = x.shape[-2] // 2, x.shape[-1] // 2, self.max_shift
+            x = x[..., max(ch - m, 0): ch + m + 1, max(cw - m, 0): cw + m + 1]
         if self.plain is not None:
             x = self.plain[1:](x)
         else:

@@ -89,15 +89,20 @@ class _VAEBase(nn.Module):
 class TargetVAE(_VAEBase):
     """TARGET-VAE: q(t, r | y) attention over pixels x rotations, theta and z per cell.
 
-    ``p(t)`` is a Gaussian over the pixel grid (``translation_prior_px``), ``p(r)`` uniform,
+    ``p(t)`` is a Gaussian over the translation grid (``translation_prior_px``; the pixel grid,
+    or its centred window ``|x|, |y| <= max_shift``), ``p(r)`` uniform,
     ``theta | r ~ N(2 pi r/N, (pi/N)^2)``, ``z ~ N(0, I)``.
     """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
         self.encoder = GroupAttentionEncoder(cfg.n_rotations, cfg.zdim, cfg.enc_fields, cfg.enc_kernel,
-                                             cfg.enc_layers, cfg.enc_inner_kernel, cfg.fft_lift)
+                                             cfg.enc_layers, cfg.enc_inner_kernel, cfg.fft_lift,
+                                             cfg.attention_max_shift)
+        m = cfg.attention_max_shift
         idx = torch.arange(cfg.box, dtype=torch.float32) - cfg.box // 2
+        if m is not None:
+            idx = idx[(idx >= -m) & (idx <= m)]
         yy, xx = torch.meshgrid(idx, idx, indexing="ij")
         self.register_buffer("grid", torch.stack([xx, yy], dim=-1), persistent=False)  # (H, W, 2)
         self.register_buffer("offsets", self.encoder.offsets(), persistent=False)  # (N,)
