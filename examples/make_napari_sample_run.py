@@ -26,7 +26,8 @@ SIMULATE = ["hinge", "--n", "300", "--box", "32", "--apix", "5.0", "--snr", "2",
             "--seed", "7"]
 TRAIN = ["--model", "target", "--group", "p8", "--box", "32", "--enc-fields", "4", "--enc-kernel", "11",
          "--gen-hidden", "48", "--fourier-features", "16", "--batch-size", "32", "--lr", "2e-3",
-         "--val-fraction", "0.1", "--patience", "0", "--translation-prior", "2", "--z-delay", "1", "--seed", "0", "--device", "cpu"]
+         "--val-fraction", "0.1", "--patience", "0", "--translation-prior", "2", "--z-delay", "1",
+         "--seed", "0", "--device", "cpu"]
 KEEP = {"config.yaml", "best.pt", "metrics.csv", "train.log", "latents.npz", "particles.star"}
 LIMIT_BYTES = 2 * 2**20
 
