@@ -4,7 +4,7 @@ Reads the content latents (cryovaeZ*), rlnAnglePsi and rlnOriginXAngst/YAngst (o
 in pixels) from OUT.star, pairs rows with TRUTH.csv (by the rlnImageName index, else by row
 order), prints the metrics and writes DIR/metrics.json, DIR/rotation.png, DIR/latents.png and
 DIR/translation.png. Rotation errors are after the best global offset; the circular correlation
-is Jammalamadaka & SenGupta's (as in spatial-VAE Table 1).
+is Fisher & Lee's (1983), with Jammalamadaka & SenGupta's r_c (cited by spatial-VAE) in the JSON.
 
 Example: cryovae evaluate run1/particles.star sim_hinge/truth.csv -o run1/evaluation
 """
@@ -58,7 +58,7 @@ def summary_lines(metrics: dict) -> list[str]:
             per = ", ".join(f"{z} {conf['pearson'][z][name]:+.3f}" for z in conf["pearson"])
             lines.append(f"{name}: multiple correlation R {r:.3f}; Pearson {per}")
     rot = metrics["rotation"]
-    lines.append(f"rotation: circular correlation {rot['circular_correlation']:.3f}, median error "
+    lines.append(f"rotation: circular correlation {rot['circular_correlation']:.3f} (Fisher-Lee), median error "
                  f"{rot['median_error_deg']:.1f}°, {rot['fraction_within_15deg']:.1%} within 15° "
                  f"(offset {rot['offset_deg']:.1f}°); best fit: {rot['best_fit']}"
                  + (f" (mirror median error {rot['mirror']['median_error_deg']:.1f}°)"
