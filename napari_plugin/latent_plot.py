@@ -134,6 +134,9 @@ class LatentPlot(QWidget):
 
     def data_to_pixels(self, point) -> tuple[float, float]:
         """Canvas pixel position (matplotlib's, origin bottom left) of plot coordinates ``point``."""
+        # Autoscaled limits and the layout are settled lazily, at draw time; settle them first so
+        # this mapping is the one a mouse event on the drawn canvas will use.
+        self.canvas.draw()
         x = point[0]
         y = point[1] if len(point) > 1 else sum(self.ax.get_ylim()) / 2
         px, py = self.ax.transData.transform((x, y))
