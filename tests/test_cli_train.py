@@ -100,3 +100,19 @@ def test_missing_input_and_existing_run_are_errors(tmp_path, star):
     assert r.exit_code == 2 and "cryovae train: error:" in r.output and "nope.star" in r.output
     r = CliRunner().invoke(cli, ["train", "--resume", "-o", str(tmp_path / "empty")])
     assert r.exit_code == 2 and "config.yaml" in r.output
+
+
+def test_train_without_o_writes_cryovae_stem_in_the_current_folder(tmp_path, star, monkeypatch):
+    """The command users type, `cryovae train particles.star --group p8 --zdim 1`, needs no -o."""
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["train", str(star), "--epochs", "1", *TINY])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / f"cryovae_{star.stem}" / "particles.star").exists()
+    # a second identical call must not overwrite that run
+    again = CliRunner().invoke(cli, ["train", str(star), "--epochs", "1", *TINY])
+    assert again.exit_code == 2 and "already holds a run" in again.output
+
+
+def test_resume_without_o_is_a_one_line_error(tmp_path):
+    r = CliRunner().invoke(cli, ["train", "--resume"])
+    assert r.exit_code == 2 and "-o RUNDIR is required with --resume" in r.output

@@ -1,6 +1,7 @@
 """Train TARGET-VAE or spatial-VAE on a particle file; write poses and latents into a star.
 
-Example: cryovae train particles.star --group p8 --zdim 1 -o run1
+Example: cryovae train particles.star --group p8 --zdim 1        (writes ./cryovae_particles/)
+         cryovae train particles.star --group p8 --zdim 1 -o run1
 Resume a killed run: cryovae train --resume -o run1 [--epochs 50]
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
 import click
 
@@ -33,6 +35,11 @@ def _command_line() -> str:
     return " ".join(parts)
 
 
+def default_run_dir(particles: str) -> str:
+    """``./cryovae_<stem>`` for ``particles`` (``path/particles.star`` -> ``cryovae_particles``)."""
+    return f"cryovae_{Path(particles).stem}"
+
+
 def _hidden(value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -44,7 +51,8 @@ def _hidden(value: str | None) -> tuple[int, ...] | None:
 
 @click.command("train")
 @click.argument("particles", required=False, type=click.Path(dir_okay=False))
-@click.option("-o", "--outdir", required=True, type=click.Path(file_okay=False), help="Run directory.")
+@click.option("-o", "--outdir", default=None, type=click.Path(file_okay=False),
+              help="Run directory [default: ./cryovae_<PARTICLES name>; required with --resume].")
 @click.option("--model", "kind", type=click.Choice(["target", "spatial"]), default="target", show_default=True)
 @click.option("--group", type=click.Choice(["c1", "p4", "p8", "p16"]), default="p8", show_default=True,
               help="TARGET-VAE rotation group (c1: translation only).")
@@ -95,6 +103,10 @@ def command(particles, outdir, kind, group, zdim, box, epochs, batch_size, lr, d
     from cryovae.training.run import train_run
 
     command_line = _command_line()
+    if outdir is None:
+        if resume or particles is None:
+            raise CryovaeError("-o RUNDIR is required with --resume (the run to continue)")
+        outdir = default_run_dir(particles)
     if resume:
         train_run(particles or "", outdir, None, None, device=device, resume=True, epochs=epochs,
                   command_line=command_line)
