@@ -111,6 +111,11 @@ def test_train_without_o_writes_cryovae_stem_in_the_current_folder(tmp_path, sta
     # a second identical call must not overwrite that run
     again = CliRunner().invoke(cli, ["train", str(star), "--epochs", "1", *TINY])
     assert again.exit_code == 2 and "already holds a run" in again.output
+    # the form: --resume RUNDIR
+    run = tmp_path / f"cryovae_{star.stem}"
+    r = CliRunner().invoke(cli, ["train", "--resume", str(run), "--epochs", "2"])
+    assert r.exit_code == 0, r.output
+    assert sorted(pd.read_csv(run / "metrics.csv")["epoch"].unique()) == [1, 2]
 
 
 def test_resume_without_o_is_a_one_line_error(tmp_path):

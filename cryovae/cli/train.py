@@ -2,7 +2,7 @@
 
 Example: cryovae train particles.star --group p8 --zdim 1        (writes ./cryovae_particles/)
          cryovae train particles.star --group p8 --zdim 1 -o run1
-Resume a killed run: cryovae train --resume -o run1 [--epochs 50]
+Resume a killed run: cryovae train --resume run1 [--epochs 50]
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def _hidden(value: str | None) -> tuple[int, ...] | None:
 @click.option("--val-fraction", type=float, default=0.1, show_default=True)
 @click.option("--patience", type=int, default=8, show_default=True, help="Early-stopping patience (0: never).")
 @click.option("--ctf/--no-ctf", default=False, show_default=True, help="Apply each particle's CTF.")
-@click.option("--resume", is_flag=True, help="Continue the run in -o from its checkpoint.")
+@click.option("--resume", default=None, is_flag=False, flag_value="", metavar="[RUNDIR]",
+              help="Continue a run from its checkpoint: --resume RUNDIR, or --resume -o RUNDIR.")
 @click.option("--datadir", type=click.Path(file_okay=False), default=None, help="Where the stacks live.")
 @click.option("--invert/--no-invert", default=False, show_default=True, help="Invert contrast when preprocessing.")
 @click.option("--paper-size", is_flag=True, help="The papers' architecture sizes (slow).")
@@ -103,6 +104,11 @@ def command(particles, outdir, kind, group, zdim, box, epochs, batch_size, lr, d
     from cryovae.training.run import train_run
 
     command_line = _command_line()
+    if resume:  # --resume RUNDIR
+        if outdir is not None and outdir != resume:
+            raise CryovaeError(f"--resume {resume} and -o {outdir} name different runs")
+        outdir = resume
+    resume = resume is not None
     if outdir is None:
         if resume or particles is None:
             raise CryovaeError("-o RUNDIR is required with --resume (the run to continue)")
