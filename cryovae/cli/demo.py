@@ -20,7 +20,7 @@ import click
 @click.option("-o", "--out", "outdir", default="cryovae_demo", show_default=True,
               type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--tiny", is_flag=True, help="A seconds-long smoke run (CI).")
-@click.option("--epochs", default=None, type=int, help="Training epochs [30; tiny 2].")
+@click.option("--epochs", default=None, type=int, help="Training epochs [60; tiny 2].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def command(outdir: Path, tiny: bool, epochs: int | None, device: str) -> None:
     from cryovae.cli.evaluate import summary_lines

@@ -49,7 +49,7 @@ class DemoConfig:
         seed=1))
     model: dict = field(default_factory=lambda: {
         "enc_fields": 8, "enc_kernel": 21, "gen_hidden": 128, "fourier_features": 64})
-    epochs: int = 30
+    epochs: int = 60
     batch_size: int = 64
     lr: float = 1e-3
     val_fraction: float = 0.1
