@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -46,3 +48,19 @@ def write_text(text: str, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
     return path
+
+
+def json_safe(obj):
+    """``obj`` with every non-finite float (NaN, inf) replaced by None, so it is valid JSON."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(obj, path: str | Path) -> Path:
+    """Write ``obj`` as indented JSON (non-finite floats as null), atomically."""
+    return write_text(json.dumps(json_safe(obj), indent=2) + "\n", path)

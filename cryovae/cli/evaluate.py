@@ -11,7 +11,6 @@ Example: cryovae evaluate run1/particles.star sim_hinge/truth.csv -o run1/evalua
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -82,29 +81,14 @@ def _read_star_table(star: Path):
     return read_star_table(star)
 
 
-def _nan_to_none(obj):
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_nan_to_none(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def _save(outdir: Path, metrics: dict, figures: dict) -> list[Path]:
-    from cryovae.io.atomic import atomic_path
+    from cryovae.analysis.output import save_figure, write_json
 
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CryovaeError(f"{outdir}: cannot create the output directory ({exc.strerror})") from None
-    paths = [outdir / "metrics.json"]
-    with atomic_path(paths[0]) as tmp:
-        Path(tmp).write_text(json.dumps(_nan_to_none(metrics), indent=2) + "\n")
+    paths = [write_json(metrics, outdir / "metrics.json")]
     for name, fig in figures.items():
-        path = outdir / f"{name}.png"
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-        paths.append(path)
+        paths.append(save_figure(fig, outdir / f"{name}.png", dpi=110))
     return paths

@@ -119,8 +119,8 @@ def run_demo(outdir: str | Path, cfg: DemoConfig = DemoConfig(), device: str = "
     log.info("step 4/4: evaluation against the truth")
     from cryovae.analysis.evaluation import evaluation_report, motion_figure
     from cryovae.analysis.metrics import align_predictions
+    from cryovae.analysis.output import save_figure, write_json
     from cryovae.io import read_star_table
-    from cryovae.io.atomic import atomic_path
 
     truth = read_truth(data_dir / TRUTH)
     predicted, aligned, how = align_predictions(read_star_table(run_dir / STAR), truth)
@@ -130,17 +130,12 @@ def run_demo(outdir: str | Path, cfg: DemoConfig = DemoConfig(), device: str = "
     eval_dir.mkdir(exist_ok=True)
     fig_paths = {}
     for name, fig in figures.items():
-        fig_paths[name] = eval_dir / f"{name}.png"
-        with atomic_path(fig_paths[name]) as tmp:
-            fig.savefig(tmp, dpi=110, format="png")
-    with atomic_path(eval_dir / "metrics.json") as tmp:
-        Path(tmp).write_text(json.dumps(_finite(metrics), indent=2) + "\n")
+        fig_paths[name] = save_figure(fig, eval_dir / f"{name}.png", dpi=110)
+    write_json(metrics, eval_dir / "metrics.json")
 
     motion = motion_figure(motion_rows(sim, trav.frames, trav.traversal.values[:, 0], metrics),
                            title="hinge motion: truth (top) and what TARGET-VAE learned along z1 (bottom)")
-    motion_png = outdir / "hinge_motion.png"
-    with atomic_path(motion_png) as tmp:
-        motion.savefig(tmp, dpi=110, format="png")
+    motion_png = save_figure(motion, outdir / "hinge_motion.png", dpi=110)
     return DemoResult(outdir=outdir, data_star=data_dir / STAR, truth=data_dir / TRUTH, run_dir=run_dir,
                       latent_star=run_dir / STAR, traversal_png=trav.png, traversal_gif=trav.gif,
                       motion_png=motion_png, evaluation_dir=eval_dir, figures=fig_paths, metrics=metrics)
@@ -196,16 +191,6 @@ def motion_rows(sim, frames: np.ndarray, z_values: np.ndarray, metrics: dict):
         truth = np.stack([transform_image(t, -np.radians(rot["offset_deg"]), (0.0, 0.0)) for t in truth])
     return [("truth", truth, [f"c={c:.2f}" for c in conf]),
             ("learned z1", frames, [f"z1={z:.2f}" for z in z_values])]
-
-
-def _finite(obj):
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
 
 
 def demo_config(tiny: bool = False, **overrides) -> DemoConfig:
