@@ -76,7 +76,7 @@ class Report:
 def read_run_star(path: Path, n: int):
     """The run's particles.star as :class:`cryovae.io.star.StarParticles`, checked to hold the
     ``n`` particles of latents.npz; InputFileError otherwise."""
-    from cryovae.io.star import read_star_particles
+    from cryovae.io import read_star_particles
 
     path = Path(path)
     if not path.exists():

@@ -103,9 +103,10 @@ class TrainedRun:
         if z.shape[1] != self.zdim:
             raise CryovaeError(f"z has {z.shape[1]} dimensions, the run has zdim={self.zdim}")
         n = z.shape[0]
-        theta = np.zeros(n, np.float32) if theta is None else np.broadcast_to(np.asarray(theta, np.float32), (n,))
+        theta = np.zeros(n, np.float32) if theta is None else np.ascontiguousarray(
+            np.broadcast_to(np.asarray(theta, np.float32), (n,)))
         center = (np.zeros((n, 2), np.float32) if center_px is None
-                  else np.broadcast_to(np.asarray(center_px, np.float32), (n, 2)))
+                  else np.ascontiguousarray(np.broadcast_to(np.asarray(center_px, np.float32), (n, 2))))
         out = []
         for s in range(0, n, batch_size):
             zz = torch.as_tensor(z[s: s + batch_size], device=self.device)

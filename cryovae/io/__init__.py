@@ -8,6 +8,7 @@ and :func:`write_star`. Every writer is atomic (:mod:`cryovae.io.atomic`).
 from cryovae.io.atomic import atomic_path, refuse_overwrite_input
 from cryovae.io.particles import ParticleStack, read_particles, read_star_table, resolve_stack
 from cryovae.io.particles_star import relion31_blocks, write_particles_star
+from cryovae.io.star import read_star_particles
 from cryovae.io.writers import open_stack_for_writing, write_stack, write_star
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "atomic_path",
     "open_stack_for_writing",
     "read_particles",
+    "read_star_particles",
     "read_star_table",
     "refuse_overwrite_input",
     "relion31_blocks",
