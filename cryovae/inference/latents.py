@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import numpy as np
 
 from cryovae.errors import InputFileError
 from cryovae.geometry import internal_to_relion
+from cryovae.io.atomic import atomic_path
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,8 @@ class Latents:
         arrays = {k: getattr(self, k) for k in ("z_mean", "z_std", "theta", "center_px", "psi_deg", "origin_A")}
         if self.prob is not None:
             arrays["prob"] = self.prob
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
 
     @classmethod
     def load(cls, path: Path) -> Latents:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from cryovae.io.atomic import atomic_path
 
 
 def model_state(model: nn.Module) -> dict:
@@ -27,9 +28,8 @@ def load_model_state(model: nn.Module, state: dict) -> None:
 def save_atomic(obj: dict, path: Path) -> None:
     """``torch.save`` to ``path.tmp`` then ``os.replace`` onto ``path``."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cryovae.errors import CryovaeError
+from cryovae.io.atomic import atomic_path
 from cryovae.models import ModelConfig, build_model, compute_ctf
 from cryovae.training.checkpoint import load_checkpoint, load_model_state, model_state, save_atomic
 from cryovae.training.config import TrainConfig
@@ -119,12 +119,10 @@ def write_metrics(history: list[dict], path: Path) -> None:
     keys: list[str] = []
     for row in history:
         keys += [k for k in row if k not in keys]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
         writer.writerows(history)
-    os.replace(tmp, path)
 
 
 def fit(images: np.ndarray | torch.Tensor, model_cfg: ModelConfig, cfg: TrainConfig, rundir: Path,

@@ -7,7 +7,6 @@ checkpoint.pt, best.pt, metrics.csv, train.log, then latents.npz and particles.s
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 from cryovae.errors import CryovaeError
 from cryovae.inference.encode import encode_images
 from cryovae.inference.latents import Latents
+from cryovae.io.atomic import atomic_path
 from cryovae.models import ModelConfig, ctf_parameters
 from cryovae.training.config import TrainConfig
 from cryovae.training.device import resolve_device
@@ -57,9 +57,8 @@ def cached_images(rundir: Path, stack, preprocess: dict, progress: bool = True) 
             log.info("using preprocessed images from %s", path)
             return np.asarray(arr)
     arr = preprocess_stack(stack, preprocess, progress=progress)
-    tmp = path.with_name(path.name + ".tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, arr)
     return arr
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import yaml
 
 from cryovae import __version__
 from cryovae.errors import InputFileError
+from cryovae.io.atomic import atomic_path
 from cryovae.models.config import ModelConfig
 from cryovae.training.config import TrainConfig
 
@@ -54,10 +54,8 @@ class RunConfig:
 def write_run_config(rundir: Path, cfg: RunConfig, command_line: str | None = None) -> Path:
     """Write RUNDIR/config.yaml atomically."""
     path = Path(rundir) / CONFIG
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w") as fh:
         yaml.safe_dump(cfg.to_dict(command_line), fh, sort_keys=False)
-    os.replace(tmp, path)
     return path
 
 
