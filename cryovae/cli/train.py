@@ -54,8 +54,8 @@ def _hidden(value: str | None) -> tuple[int, ...] | None:
 @click.option("-o", "--outdir", default=None, type=click.Path(file_okay=False),
               help="Run directory [default: ./cryovae_<PARTICLES name>; required with --resume].")
 @click.option("--model", "kind", type=click.Choice(["target", "spatial"]), default="target", show_default=True)
-@click.option("--group", type=click.Choice(["c1", "p4", "p8", "p16"]), default="p8", show_default=True,
-              help="TARGET-VAE rotation group (c1: translation only).")
+@click.option("--group", type=click.Choice(["c1", "p4", "p8", "p16"]), default=None,
+              help="TARGET-VAE rotation group (c1: translation only) [p8].")
 @click.option("--zdim", type=int, default=1, show_default=True, help="Content latent dimensions.")
 @click.option("--box", type=int, default=40, show_default=True, help="Model box in pixels (Fourier crop).")
 @click.option("--epochs", type=int, default=None, help="Maximum epochs [default: 20].")
