@@ -45,7 +45,8 @@ CASES = {  # name -> (kind, snr)
 MODELS = ("spatial", "target")
 
 
-def settings(quick: bool, n: int | None, epochs: int | None, box: int | None, group: str | None = None) -> dict:
+def settings(quick: bool, n: int | None, epochs: int | None, box: int | None, group: str | None = None,
+             z_delay: int | None = None) -> dict:
     """Sizes of the datasets, models and training."""
     if quick:
         s = dict(n=300, box=24, epochs=3, batch_size=32,
@@ -61,6 +62,9 @@ def settings(quick: bool, n: int | None, epochs: int | None, box: int | None, gr
             s[key] = value
     if group is not None:
         s["target"] = {**s["target"], "group": group}
+    s["z_delay"] = {"spatial": 2, "target": 2 if quick else 15}
+    if z_delay is not None:
+        s["z_delay"]["target"] = z_delay
     return s
 
 
@@ -92,7 +96,7 @@ def run_case(case: str, model: str, s: dict, work: Path, out: Path, device: str)
         write_simulation(sim, data)
     zdim = 1 if kind == "hinge" else 2
     mcfg = ModelConfig.for_model(model, box=s["box"], zdim=zdim, **s[model])
-    label = model if model == "spatial" else f"target-{mcfg.group}"
+    label = model if model == "spatial" else f"target-{mcfg.group}-zd{s['z_delay']['target']}"
     display = "spatial-VAE" if model == "spatial" else f"TARGET-VAE {mcfg.group.upper()}"
     rundir = work / f"run_{case}_{label}_n{s['n']}_b{s['box']}_e{s['epochs']}"
     train_args = train_command(model, zdim, s, device)
@@ -135,7 +139,8 @@ def run_case(case: str, model: str, s: dict, work: Path, out: Path, device: str)
 def train_command(model: str, zdim: int, s: dict, device: str) -> list[str]:
     """The ``cryovae train`` options of one benchmark run (the command a user would type)."""
     args = ["--model", model, "--zdim", str(zdim), "--box", str(s["box"]), "--epochs", str(s["epochs"]),
-            "--batch-size", str(s["batch_size"]), "--seed", "0", "--patience", "0", "--device", device]
+            "--batch-size", str(s["batch_size"]), "--seed", "0", "--patience", "0", "--device", device,
+            "--z-delay", str(s["z_delay"][model])]
     flags = {"group": "--group", "enc_fields": "--enc-fields", "enc_kernel": "--enc-kernel",
              "gen_hidden": "--gen-hidden", "fourier_features": "--fourier-features"}
     for key, value in s[model].items():
@@ -213,10 +218,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="epochs for particular sets, e.g. hinge-1=40 (others: --epochs)")
     p.add_argument("--note", default="", help="a sentence added under the table (e.g. the machine)")
     p.add_argument("--group", choices=["p4", "p8", "p16"], default=None, help="TARGET-VAE group [p8]")
+    p.add_argument("--z-delay", type=int, default=None,
+                   help="TARGET-VAE epochs with z = 0 [15; 2 with --quick]")
     p.add_argument("--device", default="auto")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    s = settings(args.quick, args.n, args.epochs, args.box, args.group)
+    s = settings(args.quick, args.n, args.epochs, args.box, args.group, args.z_delay)
     out = args.out or (ROOT / "tmp" / "quality_quick" if args.quick else ROOT / "docs" / "quality")
     out.mkdir(parents=True, exist_ok=True)
     work = args.work or (out / "work" if args.quick else ROOT / "runs" / "quality_work")
@@ -230,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
         case_epochs[name] = int(value)
     for case in args.cases:
         for model in args.models:
-            s = settings(args.quick, args.n, case_epochs.get(case, args.epochs), args.box, args.group)
+            s = settings(args.quick, args.n, case_epochs.get(case, args.epochs), args.box, args.group, args.z_delay)
             print(f"== {model} on {case}", flush=True)
             row = run_case(case, model, s, work, out, args.device)
             rot = row["metrics"]["rotation"]

@@ -101,3 +101,16 @@ def test_gif_holds_every_frame(tmp_path):
             got.append(np.asarray(im.convert("L")))
     np.testing.assert_array_equal(np.stack(got), upscale(frames, 2))
     assert len({g.sum() for g in got}) == 5  # the disc grows: every frame differs
+
+
+def test_pose_histogram_gives_grid_origins_one_bin_per_pixel():
+    # TARGET-VAE origins are whole pixels (here 5 Å): one bin per pixel, so no empty bins between
+    # occupied ones and each bar counts the particles at one offset
+    px = 5.0
+    origin = np.array([[-10, 0], [-5, 0], [-5, 5], [0, 0], [0, 0], [0, -5], [5, 0], [10, 5]], float)
+    fig = plots.pose_histograms(np.zeros(len(origin)), origin, pixel_size_A=px)
+    heights = [p.get_height() for p in fig.axes[1].patches]
+    assert heights == [1, 2, 3, 1, 1]  # x = -10, -5, 0, 5, 10 Å
+    # off the grid (spatial-VAE's continuous origins): 40 equal bins
+    fig = plots.pose_histograms(np.zeros(8), origin + 0.3 * px * RNG.uniform(size=origin.shape), pixel_size_A=px)
+    assert len(fig.axes[1].patches) == 40

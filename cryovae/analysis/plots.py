@@ -200,9 +200,22 @@ def cluster_plot(coords: np.ndarray, names: Sequence[str], labels: np.ndarray,
     return fig
 
 
-def pose_histograms(psi_deg: np.ndarray, origin_A: np.ndarray, prob: np.ndarray | None = None) -> Figure:
+def _origin_bins(values_A: np.ndarray, pixel_size_A: float | None) -> np.ndarray | int:
+    """One bin per pixel when the origins lie on the pixel grid (TARGET-VAE's attention picks
+    whole-pixel centres), else 40 bins."""
+    if pixel_size_A and values_A.size:
+        steps = values_A / pixel_size_A
+        if np.allclose(steps, np.round(steps), atol=1e-3):
+            lo, hi = int(np.round(steps.min())), int(np.round(steps.max()))
+            return (np.arange(lo, hi + 2) - 0.5) * pixel_size_A
+    return 40
+
+
+def pose_histograms(psi_deg: np.ndarray, origin_A: np.ndarray, prob: np.ndarray | None = None,
+                    pixel_size_A: float | None = None) -> Figure:
     """Histograms of the inferred in-plane rotations (degrees, RELION psi), the origin offsets
-    (Å, rlnOriginX/YAngst) and, for TARGET-VAE, the probability of the chosen pose."""
+    (Å, rlnOriginX/YAngst; one bin per pixel of ``pixel_size_A`` Å when they lie on the pixel
+    grid) and, for TARGET-VAE, the probability of the chosen pose."""
     psi_deg = np.asarray(psi_deg)
     origin_A = np.asarray(origin_A).reshape(-1, 2)
     n = 3 if prob is None else 4
@@ -214,7 +227,7 @@ def pose_histograms(psi_deg: np.ndarray, origin_A: np.ndarray, prob: np.ndarray 
     axes[0].set_ylabel("particles")
     axes[0].set_xlim(-180, 180)
     for ax, col, name in ((axes[1], 0, "rlnOriginXAngst"), (axes[2], 1, "rlnOriginYAngst")):
-        ax.hist(origin_A[:, col], bins=40, color="0.35")
+        ax.hist(origin_A[:, col], bins=_origin_bins(origin_A[:, col], pixel_size_A), color="0.35")
         ax.set_xlabel(f"{name} (Å)")
     if prob is not None:
         axes[3].hist(np.asarray(prob), bins=np.linspace(0, 1, 41), color="0.35")

@@ -186,7 +186,7 @@ def analyze_run(run, outdir: str | Path, cfg: AnalyzeConfig) -> Report:
         _latent_sections(run, outdir, cfg, report, np.asarray(lat.z_mean, np.float64), star, color)
     else:
         log.info("zdim = 0: no latent space to plot or cluster")
-    _pose_section(outdir, report, lat)
+    _pose_section(outdir, report, lat, run.pixel_size)
     _learning_section(outdir, report, rundir / METRICS)
     _example_section(run, outdir, cfg, report, lat)
     write_text(json.dumps(report.summary, indent=1), outdir / "summary.json")
@@ -254,10 +254,10 @@ def _latent_sections(run, outdir: Path, cfg: AnalyzeConfig, report: Report, z: n
                "posterior means (cryovae traverse writes the frames as .mrcs and GIF).")
 
 
-def _pose_section(outdir: Path, report: Report, lat) -> None:
+def _pose_section(outdir: Path, report: Report, lat, pixel_size_A: float) -> None:
     from cryovae.analysis import plots
 
-    pic = _save(plots.pose_histograms(lat.psi_deg, lat.origin_A, lat.prob), outdir, "poses.png")
+    pic = _save(plots.pose_histograms(lat.psi_deg, lat.origin_A, lat.prob, pixel_size_A), outdir, "poses.png")
     report.add("Inferred poses", [pic], "RELION convention: rlnAnglePsi in degrees, rlnOriginX/YAngst in Å.")
 
 

@@ -109,10 +109,10 @@ class TrainedRun:
                   else np.ascontiguousarray(np.broadcast_to(np.asarray(center_px, np.float32), (n, 2))))
         out = []
         for s in range(0, n, batch_size):
-            zz = torch.as_tensor(z[s: s + batch_size], device=self.device)
+            zz = torch.tensor(z[s: s + batch_size], device=self.device)  # a copy: inputs may be read-only
             mean, _ = self.model.decode(zz if self.zdim else None,
-                                        torch.as_tensor(np.ascontiguousarray(theta[s: s + batch_size]), device=self.device),
-                                        torch.as_tensor(np.ascontiguousarray(center[s: s + batch_size]), device=self.device))
+                                        torch.tensor(theta[s: s + batch_size], device=self.device),
+                                        torch.tensor(center[s: s + batch_size], device=self.device))
             out.append(mean.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.box, self.box), np.float32)
 
