@@ -167,11 +167,13 @@ def table(rows: list[dict], s: dict, command: str, quick: bool, note: str = "") 
         "Conformation: |Pearson| of the best latent and multiple correlation R (all latents); rotation: "
         "Fisher-Lee circular correlation (JS: the Jammalamadaka-SenGupta r_c that spatial-VAE cites; it is unstable "
         "for uniformly distributed angles), and median error / fraction within 15° after the best "
-        "global offset; translation: RMSE of the origin after the learned template's offset.",
+        "global offset; mod 180°: the same with a half turn counted as no error (Fisher-Lee of the doubled "
+        "angles, median of the folded errors), for particles that look alike both ways round; translation: "
+        "RMSE of the origin after the learned template's offset.",
         "",
         "| set | SNR | model | best abs(r) z~conf | R | rot. circ. corr (FL) | JS | median err (°) | within 15° | "
-        "fit | trans. RMSE (Å) | epochs | train (s) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "fit | mod 180°: corr / median err | trans. RMSE (Å) | epochs | train (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         m = r["metrics"]
@@ -183,10 +185,11 @@ def table(rows: list[dict], s: dict, command: str, quick: bool, note: str = "") 
                      f"{fmt(rot['circular_correlation'])} | {fmt(rot['circular_correlation_js'])} | "
                      f"{fmt(rot['median_error_deg'], 1)} | "
                      f"{fmt(rot['fraction_within_15deg'])} | {rot['best_fit']} | "
+                     f"{fmt(rot['modulo_180']['circular_correlation'])} / {fmt(rot['modulo_180']['median_error_deg'], 1)}° | "
                      f"{fmt(tr.get('rmse_after_template_offset_A'), 1)} | {r['epochs']} | {r['train_seconds']:.0f} |")
     lines += [
-        "| 5HDB (paper) | noise sigma 25, SNR not stated | spatial-VAE | 0.95 | | 0.92 (measure: ref. JS 2001) | | | | | 500 | |",
-        "| MNIST(U) (paper) | | TARGET-VAE P4 / P8 / P16 | | | 0.80 / 0.86 / 0.93 | | | | | | | |",
+        "| 5HDB (paper) | noise sigma 25, SNR not stated | spatial-VAE | 0.95 | | 0.92 (measure: ref. JS 2001) | | | | | | | 500 | |",
+        "| MNIST(U) (paper) | | TARGET-VAE P4 / P8 / P16 | | | 0.80 / 0.86 / 0.93 | | | | | | | | |",
         "",
         "Arms: two conformation coordinates (values listed in order). Each row's `cryovae train` options are in "
         "quality.json (`command`).",

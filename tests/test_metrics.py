@@ -79,6 +79,21 @@ def test_mirrored_rotation_is_detected_but_direct_is_scored():
     assert rot["median_error_deg"] > 30
 
 
+def test_half_turn_flips_score_poorly_directly_but_well_modulo_180():
+    # a near two-fold particle placed either way round: half the predictions are off by 180 degrees
+    flip = RNG.uniform(size=N) < 0.5
+    pred = wrap_degrees(TRUE_PSI + 30.0 + 180.0 * flip + RNG.normal(0, 2.0, N))
+    rot = rotation_accuracy(pred, TRUE_PSI)
+    assert abs(rot["circular_correlation"]) < 0.2
+    axial = rot["modulo_180"]
+    assert axial["circular_correlation"] > 0.98
+    assert axial["median_error_deg"] < 3.0 and axial["fraction_within_15deg"] == 1.0
+    assert float(wrap_degrees(2 * (axial["offset_deg"] - 30.0))) == pytest.approx(0.0, abs=1.0)
+    # without flips the two agree
+    same = rotation_accuracy(wrap_degrees(TRUE_PSI + 30.0 + RNG.normal(0, 2.0, N)), TRUE_PSI)
+    assert same["modulo_180"]["median_error_deg"] == pytest.approx(same["median_error_deg"], rel=0.1)
+
+
 def test_circular_correlation_is_offset_invariant_and_bounded():
     a = np.radians(TRUE_PSI)
     b = a + 0.3 * RNG.normal(size=N)

@@ -9,7 +9,10 @@ Rotation: the zero of a learned rotation is arbitrary (the model's template may 
 constant), so angular errors are measured after the best global offset
 ``c* = argmin_c median |wrap(pred - true - c)|``. A model may also learn the mirror-image
 handedness, ``pred ~ -true + c``; that fit is reported too, but the headline numbers are the
-direct ones.
+direct ones. A particle that looks alike turned by 180° (a near two-fold, such as a
+two-domain hinge seen flat) may be placed either way round; ``modulo_180`` scores the angles
+as axes (errors folded to [0, 90], the circular correlation of the doubled angles), so such a
+flip shows as a good ``modulo_180`` beside a poor direct score.
 
 Circular correlation: the headline is Fisher & Lee's T-linear association (Biometrika 70:327,
 1983), with ``x_i = (cos a_i, sin a_i)``, ``y_i = (cos b_i, sin b_i)``::
@@ -114,8 +117,10 @@ def rotation_accuracy(pred_deg: np.ndarray, true_deg: np.ndarray) -> dict:
     -------
     dict with ``circular_correlation`` (Fisher-Lee), ``circular_correlation_js``, ``offset_deg`` (best global offset),
     ``median_error_deg`` and ``fraction_within_15deg`` after that offset (the direct fit),
-    ``mirror`` (the same four for ``pred ~ -true + c``) and ``best_fit`` (``"direct"`` or
-    ``"mirror"``, whichever has the smaller median error).
+    ``mirror`` (the same four for ``pred ~ -true + c``), ``best_fit`` (``"direct"`` or
+    ``"mirror"``, whichever has the smaller median error) and ``modulo_180`` (the direct fit
+    with angles taken modulo 180°: ``circular_correlation`` of the doubled angles, and the median
+    error and fraction within 15° with errors folded to [0, 90]).
     """
     pred = np.asarray(pred_deg, dtype=np.float64).ravel()
     true = np.asarray(true_deg, dtype=np.float64).ravel()
@@ -133,6 +138,16 @@ def rotation_accuracy(pred_deg: np.ndarray, true_deg: np.ndarray) -> dict:
     result = dict(out["direct"])
     result["mirror"] = out["mirror"]
     result["best_fit"] = "mirror" if out["mirror"]["median_error_deg"] < out["direct"]["median_error_deg"] else "direct"
+    # axes: a 180-degree flip is no error; the offset is found on the doubled angles
+    off2 = best_rotation_offset(2 * pred, 2 * true) / 2
+    err = angular_errors(pred, true, off2)
+    err = np.minimum(err, 180.0 - err)
+    result["modulo_180"] = {
+        "circular_correlation": circular_correlation(np.radians(2 * pred), np.radians(2 * true)),
+        "offset_deg": float(off2),
+        "median_error_deg": float(np.median(err)),
+        "fraction_within_15deg": float(np.mean(err <= WITHIN_DEG)),
+    }
     return result
 
 

@@ -62,6 +62,10 @@ def summary_lines(metrics: dict) -> list[str]:
                  f"(offset {rot['offset_deg']:.1f}°); best fit: {rot['best_fit']}"
                  + (f" (mirror median error {rot['mirror']['median_error_deg']:.1f}°)"
                     if rot["best_fit"] == "mirror" else ""))
+    axial = rot.get("modulo_180")
+    if axial:
+        lines.append(f"rotation modulo 180°: circular correlation of 2·psi {axial['circular_correlation']:.3f}, "
+                     f"median error {axial['median_error_deg']:.1f}°, {axial['fraction_within_15deg']:.1%} within 15°")
     tr = metrics.get("translation")
     if tr:
         lines.append(f"translation: Pearson x {_fmt(tr['pearson_x'])}, y {_fmt(tr['pearson_y'])}; RMSE "
