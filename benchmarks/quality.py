@@ -1,6 +1,6 @@
 """Recovery quality on simulated data: spatial-VAE and TARGET-VAE against the ground truth.
 
-Trains each model on the hinge set at SNR 1, 0.1 and 0.03 and on the two-arm set (SNR 0.1),
+Trains each model on the hinge set at SNR 1, 0.1 and 0.03 and on the two-arm set (SNR 1),
 scores the latent star with the metrics of ``cryovae evaluate`` and writes a markdown table
 beside the papers' figures, with pictures (rotation scatter, z vs conformation, true vs learned
 hinge motion), into ``--out``.
@@ -40,7 +40,7 @@ CASES = {  # name -> (kind, snr)
     "hinge-1": ("hinge", 1.0),
     "hinge-0.1": ("hinge", 0.1),
     "hinge-0.03": ("hinge", 0.03),
-    "arms-0.1": ("arms", 0.1),
+    "arms-1": ("arms", 1.0),
 }
 MODELS = ("spatial", "target")
 
