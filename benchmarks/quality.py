@@ -219,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--box", type=int, default=None)
     p.add_argument("--case-epochs", nargs="+", default=[], metavar="CASE=N",
                    help="epochs for particular sets, e.g. hinge-1=40 (others: --epochs)")
+    p.add_argument("--spatial-epochs", type=int, default=None, help="spatial-VAE's epochs [as --epochs]")
     p.add_argument("--note", default="", help="a sentence added under the table (e.g. the machine)")
     p.add_argument("--group", choices=["p4", "p8", "p16"], default=None, help="TARGET-VAE group [p8]")
     p.add_argument("--z-delay", type=int, default=None,
@@ -240,7 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         case_epochs[name] = int(value)
     for case in args.cases:
         for model in args.models:
-            s = settings(args.quick, args.n, case_epochs.get(case, args.epochs), args.box, args.group, args.z_delay)
+            epochs = case_epochs.get(case, args.epochs)
+            if model == "spatial" and args.spatial_epochs is not None:
+                epochs = args.spatial_epochs
+            s = settings(args.quick, args.n, epochs, args.box, args.group, args.z_delay)
             print(f"== {model} on {case}", flush=True)
             row = run_case(case, model, s, work, out, args.device)
             rot = row["metrics"]["rotation"]
