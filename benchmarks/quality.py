@@ -253,7 +253,11 @@ def main(argv: list[str] | None = None) -> int:
                   f"{fmt(rot['circular_correlation'])}, median error {fmt(rot['median_error_deg'], 1)}°; "
                   f"{row['train_seconds']:.0f} s", flush=True)
             rows.append(row)
-    command = shlex.join(["python", "benchmarks/quality.py", *(sys.argv[1:] if argv is None else argv)])
+    given = list(sys.argv[1:] if argv is None else argv)
+    if "--note" in given:  # an annotation, not a setting
+        i = given.index("--note")
+        del given[i:i + 2]
+    command = shlex.join(["python", "benchmarks/quality.py", *given])
     (out / "README.md").write_text(table(rows, s, command.strip(), args.quick, args.note))
     (out / "quality.json").write_text(json.dumps([{**r, "model_config": {k: (list(v) if isinstance(v, tuple) else v)
                                                    for k, v in r["model_config"].items()}} for r in rows],
