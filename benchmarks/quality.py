@@ -72,6 +72,7 @@ def run_case(case: str, model: str, s: dict, work: Path, out: Path, device: str)
     """Simulate (cached), train, evaluate one (dataset, model); pictures into ``out``."""
     from cryovae.analysis.evaluation import evaluation_report, motion_figure
     from cryovae.analysis.metrics import align_predictions
+    from cryovae.analysis.output import save_figure
     from cryovae.analysis.traverse import decode_frames
     from cryovae.analysis.traverse_run import TraverseConfig, build_traversal
     from cryovae.cli.main import cli
@@ -122,14 +123,14 @@ def run_case(case: str, model: str, s: dict, work: Path, out: Path, device: str)
             continue
         fig.suptitle(f"{display} on {case}", fontsize=10)
         pictures[name] = out / f"{tag}_{name}.png"
-        fig.savefig(pictures[name], dpi=90)
+        save_figure(fig, pictures[name], dpi=90)
     if kind == "hinge":
         trav, _ = build_traversal(trained.latents().z_mean, TraverseConfig(steps=10))
         frames = decode_frames(trained.decode, trav)
         fig = motion_figure(motion_rows(sim, frames, trav.values[:, 0], metrics),
                             title=f"{display} on {case}: truth (top), learned z1 traversal (bottom)")
         pictures["motion"] = out / f"{tag}_motion.png"
-        fig.savefig(pictures["motion"], dpi=90)
+        save_figure(fig, pictures["motion"], dpi=90)
     return {"case": case, "model": label, "name": display, "snr": snr, "metrics": metrics, "train_seconds": seconds,
             "pictures": {k: p.name for k, p in pictures.items()}, "model_config": mcfg.__dict__,
             "epochs": s["epochs"], "n": s["n"], "box": s["box"],

@@ -121,3 +121,12 @@ def test_train_without_o_writes_cryovae_stem_in_the_current_folder(tmp_path, sta
 def test_resume_without_o_is_a_one_line_error(tmp_path):
     r = CliRunner().invoke(cli, ["train", "--resume"])
     assert r.exit_code == 2 and "-o RUNDIR is required with --resume" in r.output
+
+
+@pytest.mark.parametrize("with_outdir", [False, True])
+def test_train_without_particles_names_the_missing_argument(tmp_path, monkeypatch, with_outdir):
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, ["train", *(["-o", "run"] if with_outdir else [])])
+    assert r.exit_code == 2
+    assert "PARTICLES is required" in r.output and "-o RUNDIR is required" not in r.output
+    assert "Traceback" not in r.output and list(tmp_path.iterdir()) == []

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import html
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,7 +168,7 @@ def analyze_run(run, outdir: str | Path, cfg: AnalyzeConfig) -> Report:
     outdir : output folder (created), e.g. RUNDIR/analysis.
     cfg : options.
     """
-    from cryovae.analysis.output import write_text
+    from cryovae.analysis.output import write_json, write_text
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -189,7 +188,7 @@ def analyze_run(run, outdir: str | Path, cfg: AnalyzeConfig) -> Report:
     _pose_section(outdir, report, lat, run.pixel_size)
     _learning_section(outdir, report, rundir / METRICS)
     _example_section(run, outdir, cfg, report, lat)
-    write_text(json.dumps(report.summary, indent=1), outdir / "summary.json")
+    write_json(report.summary, outdir / "summary.json")
     write_text(render_html(report), outdir / "index.html")
     return report
 

@@ -109,17 +109,17 @@ def command(particles, outdir, kind, group, zdim, box, epochs, batch_size, lr, d
             raise CryovaeError(f"--resume {resume} and -o {outdir} name different runs")
         outdir = resume
     resume = resume is not None
+    if outdir is None and resume:
+        raise CryovaeError("-o RUNDIR is required with --resume (the run to continue)")
+    if particles is None and not resume:
+        raise CryovaeError("PARTICLES is required (except with --resume)")
     if outdir is None:
-        if resume or particles is None:
-            raise CryovaeError("-o RUNDIR is required with --resume (the run to continue)")
         outdir = default_run_dir(particles)
     if resume:
         train_run(particles or "", outdir, None, None, device=device, resume=True, epochs=epochs,
                   command_line=command_line)
         click.echo(f"{outdir}/particles.star")
         return
-    if particles is None:
-        raise CryovaeError("PARTICLES is required (except with --resume)")
     arch = dict(box=box, zdim=zdim, group=group, ctf=ctf, enc_fields=enc_fields, enc_kernel=enc_kernel,
                 enc_layers=enc_layers, enc_hidden=_hidden(enc_hidden), gen_hidden=gen_hidden,
                 gen_layers=gen_layers, fourier_features=fourier_features, fourier_scale=fourier_scale,
