@@ -11,7 +11,7 @@ from test_models_synthetic import blob_particles
 
 from cryovae.errors import CryovaeError
 from cryovae.models import ModelConfig
-from cryovae.training import TrainConfig, fit, resolve_device
+from cryovae.training import TrainConfig, fit, loop, resolve_device
 from cryovae.training.checkpoint import load_checkpoint
 
 BOX = 21
@@ -81,3 +81,24 @@ def test_bad_options_are_one_line_errors(tmp_path):
     with pytest.raises(CryovaeError, match="device"):
         resolve_device("tpu")
     assert resolve_device("cpu") == torch.device("cpu")
+
+
+def test_z_delay_epochs_neither_schedule_nor_pick_best(tmp_path, monkeypatch):
+    """During the z-delay the model has no z: neither the LR schedule, early stopping nor best.pt
+    may act on those epochs (a best.pt without z would be useless)."""
+    torch.set_num_threads(2)
+    real_run_epoch = loop.run_epoch
+
+    def worsening_validation(*args, **kwargs):  # the real epoch, with a val ELBO falling 100 nats/epoch
+        out = real_run_epoch(*args, **kwargs)
+        if kwargs.get("optimizer", args[7] if len(args) > 7 else None) is None:
+            out["elbo"] = -1000.0 - 100.0 * args[6]
+        return out
+
+    monkeypatch.setattr(loop, "run_epoch", worsening_validation)
+    mcfg, tcfg = _cfgs(epochs=4, z_delay_epochs=3, lr_patience=0, early_stop_patience=1)
+    res = fit(_stack(48), mcfg, tcfg, tmp_path, torch.device("cpu"), progress=False)
+    train = [h for h in res.history if h["split"] == "train"]
+    assert len(train) == 4  # patience 1 would have stopped inside the delay
+    assert [h["lr"] for h in train] == [tcfg.lr] * 4  # lr_patience 0 would have halved it each epoch
+    assert res.best_epoch == 4 and load_checkpoint(tmp_path / "best.pt")["epoch"] == 4

@@ -22,7 +22,8 @@ class TrainConfig:
         the LR schedule then follow the training ELBO).
     lr_factor, lr_patience : ReduceLROnPlateau on the validation ELBO.
     early_stop_patience : stop after this many epochs without a better validation ELBO (0 = never).
-    z_delay_epochs : feed z = 0 to the generator for the first epochs (spatial-VAE's z-delay).
+    z_delay_epochs : feed z = 0 to the generator for the first epochs (spatial-VAE's z-delay);
+        the LR schedule, early stopping and best.pt start once z is on.
     rotate_encoder : random rotation augmentation of the spatial-VAE encoder input.
     amp : bfloat16 autocast on CUDA (ignored on CPU).
     sigma_lr_scale : learning-rate multiplier of the global noise log sigma.

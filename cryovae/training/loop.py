@@ -80,7 +80,7 @@ def run_epoch(model, images: torch.Tensor, idx: np.ndarray, cfg: TrainConfig, mo
     order = idx[torch.randperm(len(idx), generator=g_cpu).numpy()] if train else idx
     sums: dict[str, float] = {}
     n_seen = 0
-    zero_z = train and epoch < cfg.z_delay_epochs
+    zero_z = epoch < cfg.z_delay_epochs  # validated as trained: a z-delay epoch's model has no z
     batches = range(0, len(order), cfg.batch_size)
     bar = tqdm(batches, desc=f"epoch {epoch + 1} {'train' if train else 'val'}", leave=False,
                disable=not progress)
@@ -198,12 +198,16 @@ def fit(images: np.ndarray | torch.Tensor, model_cfg: ModelConfig, cfg: TrainCon
         for r in rows:
             r["seconds"] = seconds
         history.extend(rows)
-        scheduler.step(monitor)
-        if monitor > best_elbo:
-            best_elbo, best_epoch, bad_epochs = monitor, epoch + 1, 0
-            save_atomic({"model": model_state(model), "epoch": epoch + 1, "elbo": monitor}, best_path)
-        else:
-            bad_epochs += 1
+        # While z is held at 0 the model is a different (z-free) one: the LR schedule, early
+        # stopping and best.pt start watching the ELBO once z is on, so a run can neither slow
+        # down before z learns nor end with a best.pt that has no z.
+        if epoch >= cfg.z_delay_epochs:
+            scheduler.step(monitor)
+            if monitor > best_elbo:
+                best_elbo, best_epoch, bad_epochs = monitor, epoch + 1, 0
+                save_atomic({"model": model_state(model), "epoch": epoch + 1, "elbo": monitor}, best_path)
+            else:
+                bad_epochs += 1
         save_atomic({
             "model": model_state(model), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
@@ -220,5 +224,7 @@ def fit(images: np.ndarray | torch.Tensor, model_cfg: ModelConfig, cfg: TrainCon
         stopped = True
     if best_path.exists():
         load_model_state(model, load_checkpoint(best_path, device)["model"])
+    else:  # every epoch ran inside the z-delay: the last weights are the result
+        best_epoch = cfg.epochs
     model.eval()
     return FitResult(model=model, history=history, best_epoch=best_epoch, stopped_early=stopped)
