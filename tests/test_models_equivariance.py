@@ -121,11 +121,15 @@ def test_integer_shift_moves_maps_and_chosen_translation(group):
     expected = np.roll(maps["logits"], (dy, dx), axis=(1, 2))
     np.testing.assert_allclose(maps_s["logits"][inner], expected[inner], atol=1e-4)
     with torch.no_grad():
-        enc = model.infer(torch.from_numpy(np.stack([img, shifted])))
+        y = torch.from_numpy(np.stack([img, shifted]))
+        enc, post = model.infer(y), model.encode(y)
     c0, c1 = enc.center_px.numpy()
     assert np.all(np.abs(c0) < BOX // 2 - 6), "precondition: argmax away from the border"
     np.testing.assert_allclose(c1 - c0, [dx, dy])
-    np.testing.assert_allclose(enc.z_mean[1].numpy(), enc.z_mean[0].numpy(), atol=1e-4)
+    z_cell = model.select(post, model.argmax_onehot(post.logits)).z_mu.numpy()
+    np.testing.assert_allclose(z_cell[1], z_cell[0], atol=1e-4)
+    # (not enc.z_mean, the mixture over all cells: it also sums the border cells, whose view
+    # np.roll's wrap-around changes, and an untrained model spreads q over them)
     assert abs(math.remainder(float(enc.theta[1] - enc.theta[0]), 2 * math.pi)) < 1e-4
 
 
@@ -162,3 +166,21 @@ def test_translation_window_is_the_centre_of_the_full_grid():
     c = BOX // 2
     torch.testing.assert_close(b, a[..., c - 5: c + 6, c - 5: c + 6], atol=1e-5, rtol=1e-5)
     assert win.grid[0, 0].tolist() == [-5.0, -5.0] and win.grid[5, 5].tolist() == [0.0, 0.0]
+
+
+def test_inferred_z_is_the_mean_and_std_of_the_mixture_over_cells():
+    """q(z | y) = sum_tr q(t, r | y) N(mu_tr, sigma_tr^2): infer() reports that mixture's mean and
+    std (checked against torch.distributions.MixtureSameFamily), not the argmax cell's alone."""
+    model = _model("p4")
+    y = torch.from_numpy(np.stack([_particle(), _particle(1.3, (0.0, 1.0))]))
+    with torch.no_grad():
+        enc, post = model.infer(y), model.encode(y)
+    q = torch.distributions.Categorical(logits=post.logits.flatten(1).double())
+    for d in range(model.zdim):
+        comp = torch.distributions.Normal(post.z_mu[:, d].flatten(1).double(),
+                                          post.z_logstd[:, d].flatten(1).double().exp())
+        mix = torch.distributions.MixtureSameFamily(q, comp)
+        np.testing.assert_allclose(enc.z_mean[:, d].numpy(), mix.mean.numpy(), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(enc.z_std[:, d].numpy(), mix.stddev.numpy(), rtol=1e-3, atol=1e-5)
+    argmax_cell = model.select(post, model.argmax_onehot(post.logits))
+    assert not torch.allclose(enc.z_mean, argmax_cell.z_mu, atol=1e-4)  # an untrained q is spread out

@@ -147,12 +147,23 @@ class TargetVAE(_VAEBase):
 
     @torch.no_grad()
     def infer(self, images: torch.Tensor) -> Encoding:
-        """Posterior means at the most probable (t, r) cell."""
+        """The pose (theta, centre) at the most probable (t, r) cell; z's posterior mean and std.
+
+        q(z | y) is the mixture over cells sum_tr q(t, r | y) N(mu_tr, sigma_tr^2), so z_mean is
+        sum_tr q mu_tr and z_std the mixture's std. (The mean at the argmax cell alone throws away
+        the neighbouring cells that share its probability: on the 40-degree SNR-1 hinge it
+        correlated 0.815 with the conformation where the mixture mean gave 0.854.) The pose stays
+        the argmax cell's: a mixture of angles in different rotation bins has no useful mean.
+        """
         post = self.encode(images)
         onehot = self.argmax_onehot(post.logits)
         cell = self.select(post, onehot)
-        prob = (torch.softmax(post.logits.flatten(1), 1) * onehot.flatten(1)).sum(1)
-        return Encoding(z_mean=cell.z_mu, z_std=cell.z_logstd.exp(), theta=wrap_angle(cell.theta_mean),
+        q = torch.softmax(post.logits.flatten(1).float(), 1)  # (B, cells)
+        mu, var = post.z_mu.flatten(2).float(), (2 * post.z_logstd.flatten(2).float()).exp()  # (B, zdim, cells)
+        z_mean = (q[:, None] * mu).sum(-1)
+        z_var = (q[:, None] * (var + mu ** 2)).sum(-1) - z_mean ** 2
+        prob = (q * onehot.flatten(1)).sum(1)
+        return Encoding(z_mean=z_mean, z_std=z_var.clamp_min(0).sqrt(), theta=wrap_angle(cell.theta_mean),
                         center_px=cell.center_px, prob=prob)
 
 
