@@ -90,10 +90,13 @@ def _hidden(value: str | None) -> tuple[int, ...] | None:
 @click.option("--z-delay", type=int, default=2, show_default=True, help="Epochs with z = 0.")
 @click.option("--rotate-encoder/--no-rotate-encoder", default=None,
               help="spatial-VAE rotation augmentation [on for spatial].")
+@click.option("--refine-steps", type=int, default=20, show_default=True,
+              help="After training, steps of per-particle pose and z refinement (0: the encoder's).")
 def command(particles, outdir, kind, group, zdim, box, epochs, batch_size, lr, device, seed, val_fraction,
             patience, ctf, resume, datadir, invert, paper_size, enc_fields, enc_kernel, enc_layers,
             enc_hidden, gen_hidden, gen_layers, fourier_features, fourier_scale, activation, noise,
-            translation_prior, max_shift, theta_prior, no_translation, gumbel_hard, z_delay, rotate_encoder) -> None:
+            translation_prior, max_shift, theta_prior, no_translation, gumbel_hard, z_delay, rotate_encoder,
+            refine_steps) -> None:
     """Train TARGET-VAE (--model target) or spatial-VAE (--model spatial) on PARTICLES.
 
     Writes config.yaml, checkpoint.pt, best.pt, metrics.csv, train.log, latents.npz and
@@ -130,7 +133,8 @@ def command(particles, outdir, kind, group, zdim, box, epochs, batch_size, lr, d
         else ModelConfig.for_model(kind, **arch)
     train_cfg = TrainConfig(epochs=20 if epochs is None else epochs, batch_size=batch_size, lr=lr, seed=seed,
                             val_fraction=val_fraction, early_stop_patience=patience, z_delay_epochs=z_delay,
-                            rotate_encoder=(kind == "spatial") if rotate_encoder is None else rotate_encoder)
+                            rotate_encoder=(kind == "spatial") if rotate_encoder is None else rotate_encoder,
+                            refine_steps=refine_steps)
     train_run(particles, outdir, model_cfg, train_cfg, preprocess={"invert": invert}, device=device,
               datadir=datadir, command_line=command_line)
     click.echo(f"{outdir}/particles.star")

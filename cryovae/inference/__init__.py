@@ -1,7 +1,9 @@
-"""Apply trained runs: :class:`TrainedRun`, :func:`encode_stack`, :class:`Latents`."""
+"""Apply trained runs: :class:`TrainedRun`, :func:`encode_stack`, :class:`Latents`,
+:func:`refine_latents`."""
 
 from cryovae.inference.encode import encode_images, encode_stack
 from cryovae.inference.latents import Latents
+from cryovae.inference.refine import RefineConfig, refine_latents
 from cryovae.inference.trained_run import TrainedRun
 
-__all__ = ["Latents", "TrainedRun", "encode_images", "encode_stack"]
+__all__ = ["Latents", "RefineConfig", "TrainedRun", "encode_images", "encode_stack", "refine_latents"]

@@ -7,12 +7,14 @@ import torch
 from tqdm.auto import tqdm
 
 from cryovae.inference.latents import Latents
+from cryovae.inference.refine import RefineConfig, refine_latents
 
 
 @torch.no_grad()
 def encode_images(model, images: np.ndarray, pixel_size: float, device: torch.device | str = "cpu",
                   batch_size: int = 256, progress: bool = False) -> Latents:
-    """Deterministic encoding (posterior means at the most probable cell) of preprocessed images.
+    """Deterministic encoding of preprocessed images: the pose at the most probable (t, r) cell and
+    z's posterior mean and std (TARGET-VAE: over the mixture of cells; see ``TargetVAE.infer``).
 
     Parameters
     ----------
@@ -36,13 +38,21 @@ def encode_images(model, images: np.ndarray, pixel_size: float, device: torch.de
                              prob=cat["prob"])
 
 
-def encode_stack(run, stack, batch_size: int = 256, progress: bool = True) -> Latents:
+def encode_stack(run, stack, batch_size: int = 256, progress: bool = True, refine: RefineConfig | None = None,
+                 ctf_params: np.ndarray | None = None) -> Latents:
     """Read ``stack`` (a :class:`cryovae.io.ParticleStack`) in chunks, preprocess each chunk with
-    the run's own preprocessing and encode it with ``run``'s model."""
+    the run's own preprocessing and encode it with ``run``'s model; then, with ``refine``, refine
+    each chunk's pose and z (:func:`cryovae.inference.refine_latents`; ``ctf_params`` (n, 7) are
+    needed when the model applies a CTF)."""
     parts = []
-    for _, images in tqdm(stack.chunks(batch_size), desc="encoding", total=-(-len(stack) // batch_size),
-                          disable=not progress):
-        parts.append(encode_images(run.model, run.preprocess(images), run.pixel_size, run.device, batch_size))
+    for idx, images in tqdm(stack.chunks(batch_size), desc="encoding", total=-(-len(stack) // batch_size),
+                            disable=not progress):
+        pre = run.preprocess(images)
+        lat = encode_images(run.model, pre, run.pixel_size, run.device, batch_size)
+        if refine is not None and refine.steps:
+            lat = refine_latents(run.model, pre, lat, refine, None if ctf_params is None else ctf_params[idx],
+                                 run.device)
+        parts.append(lat)
     return Latents.from_pose(
         np.concatenate([p.z_mean for p in parts]), np.concatenate([p.z_std for p in parts]),
         np.concatenate([p.theta for p in parts]), np.concatenate([p.center_px for p in parts]),

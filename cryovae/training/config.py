@@ -27,6 +27,8 @@ class TrainConfig:
     rotate_encoder : random rotation augmentation of the spatial-VAE encoder input.
     amp : bfloat16 autocast on CUDA (ignored on CPU).
     sigma_lr_scale : learning-rate multiplier of the global noise log sigma.
+    refine_steps : after training, Adam steps of the per-particle refinement of pose and z on the
+        trained generator (:mod:`cryovae.inference.refine`; 0 = the encoder's values).
     """
 
     epochs: int = 20
@@ -41,6 +43,7 @@ class TrainConfig:
     rotate_encoder: bool = False
     amp: bool = True
     sigma_lr_scale: float = 100.0
+    refine_steps: int = 20
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -61,3 +64,5 @@ class TrainConfig:
             raise CryovaeError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
         if self.z_delay_epochs < 0 or self.early_stop_patience < 0 or self.lr_patience < 0:
             raise CryovaeError("z-delay and patience values must be >= 0")
+        if self.refine_steps < 0:
+            raise CryovaeError(f"--refine-steps must be >= 0, got {self.refine_steps}")

@@ -224,7 +224,8 @@ def fit(images: np.ndarray | torch.Tensor, model_cfg: ModelConfig, cfg: TrainCon
         stopped = True
     if best_path.exists():
         load_model_state(model, load_checkpoint(best_path, device)["model"])
-    else:  # every epoch ran inside the z-delay: the last weights are the result
-        best_epoch = cfg.epochs
+    elif history:  # every epoch ran inside the z-delay: the last weights are the result
+        best_epoch = int(history[-1]["epoch"])
+        save_atomic({"model": model_state(model), "epoch": best_epoch, "elbo": history[-1]["elbo"]}, best_path)
     model.eval()
     return FitResult(model=model, history=history, best_epoch=best_epoch, stopped_early=stopped)

@@ -15,6 +15,7 @@ import numpy as np
 from cryovae.errors import CryovaeError
 from cryovae.inference.encode import encode_images
 from cryovae.inference.latents import Latents
+from cryovae.inference.refine import RefineConfig, refine_latents
 from cryovae.io.atomic import atomic_path
 from cryovae.models import ModelConfig, ctf_parameters
 from cryovae.training.config import TrainConfig
@@ -153,6 +154,10 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
         result = fit(images, run_cfg.model, run_cfg.train, rundir, dev, ctf_params=ctf, resume=resume,
                      progress=progress)
         latents = encode_images(result.model, images, run_cfg.model.pixel_size, dev)
+        if run_cfg.train.refine_steps:
+            log.info("refining every particle's pose and z (%d steps)", run_cfg.train.refine_steps)
+            latents = refine_latents(result.model, images, latents, RefineConfig(steps=run_cfg.train.refine_steps),
+                                     ctf_params=ctf, device=dev, progress=progress)
         star = write_results(rundir, stack, latents)
         log.info("best epoch %d; wrote %s and %s", result.best_epoch, star, rundir / LATENTS)
         return result
