@@ -71,7 +71,7 @@ def _hidden(value: str | None) -> tuple[int, ...] | None:
 @click.option("--datadir", type=click.Path(file_okay=False), default=None, help="Where the stacks live.")
 @click.option("--invert/--no-invert", default=False, show_default=True, help="Invert contrast when preprocessing.")
 @click.option("--paper-size", is_flag=True, help="The papers' architecture sizes (slow).")
-@click.option("--enc-fields", type=int, default=None, help="TARGET-VAE regular fields [8].")
+@click.option("--enc-fields", type=int, default=None, help="TARGET-VAE regular fields [16].")
 @click.option("--enc-kernel", type=int, default=None, help="TARGET-VAE lifting kernel, odd [33].")
 @click.option("--enc-layers", type=int, default=None, help="Extra group-conv layers [1].")
 @click.option("--enc-hidden", default=None, help="spatial-VAE encoder widths, e.g. 500,500.")

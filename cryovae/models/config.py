@@ -65,7 +65,7 @@ class ModelConfig:
     pixel_size: float = 1.0
     ctf: bool = False
     group: str = "p8"
-    enc_fields: int = 8
+    enc_fields: int = 16
     enc_kernel: int = 33
     enc_layers: int = 1
     enc_inner_kernel: int = 1
