@@ -10,7 +10,7 @@ import torch
 from test_models_synthetic import blob_particles
 
 from cryovae.errors import CryovaeError, InputFileError
-from cryovae.inference import Latents, TrainedRun, encode_images
+from cryovae.inference import Latents, RefineConfig, TrainedRun, encode_images, refine_latents
 from cryovae.models import ModelConfig
 from cryovae.training import RunConfig, TrainConfig, fit, write_run_config
 
@@ -28,7 +28,9 @@ def rundir(tmp_path_factory):
     tcfg = TrainConfig(epochs=1, batch_size=16, val_fraction=0.25)
     write_run_config(d, RunConfig(model=mcfg, train=tcfg, preprocess={"box": BOX}), "cryovae train test")
     res = fit(imgs, mcfg, tcfg, d, torch.device("cpu"), progress=False)
-    encode_images(res.model, imgs, mcfg.pixel_size).save(d / "latents.npz")
+    lat = encode_images(res.model, imgs, mcfg.pixel_size)  # what cryovae train writes:
+    lat = refine_latents(res.model, imgs, lat, RefineConfig(steps=tcfg.refine_steps))  # refined
+    lat.save(d / "latents.npz")
     np.save(d / "imgs_for_test.npy", imgs)
     return d
 
@@ -38,10 +40,12 @@ def test_load_rebuilds_the_trained_model_from_config_alone(rundir):
     assert (run.box, run.pixel_size, run.zdim) == (BOX, 3.5, 2)
     assert run.config.model.group == "p4" and run.config.train.epochs == 1
     imgs = np.load(rundir / "imgs_for_test.npy")
-    lat = run.encode(imgs)
+    lat = run.encode(imgs)  # refined with the run's own refine_steps, as saved
     saved = run.latents()
     np.testing.assert_allclose(lat.z_mean, saved.z_mean, atol=1e-5)
     np.testing.assert_allclose(lat.theta, saved.theta, atol=1e-5)
+    raw = run.encode(imgs, refine_steps=0)
+    assert np.abs(raw.z_mean - saved.z_mean).max() > 1e-3  # (so the refinement did run)
     assert saved.prob is not None and saved.prob.shape == (48,)
 
 

@@ -106,8 +106,11 @@ def test_reconstruction_panel_is_the_runs_own_reconstruction(session):
     again and decoding at the inferred pose. Using psi_deg/origin_A (RELION's frame) instead
     would break this."""
     ids = np.array([3, 150, 299])
-    raw = session.run.preprocess(session.stack.images(ids))
-    again = session.run.reconstruct(raw)
+    # the whole stack, batched as `cryovae train` batched it: the refinement's last steps on a
+    # nearly flat z direction land within ~0.01 of each other under the float rounding of
+    # another batch size, and this tiny sample run's z is nearly flat
+    everything = session.run.preprocess(session.stack.images(np.arange(len(session.stack))))
+    again = session.run.reconstruct(everything)[ids]
     for k, i in enumerate(ids):
         np.testing.assert_allclose(particle_panels(session, int(i)).reconstruction, again[k], rtol=1e-4, atol=1e-5)
     turned = session.run.decode(session.latents.z_mean[ids], session.latents.theta[ids] + np.pi / 2,

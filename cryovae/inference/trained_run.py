@@ -11,6 +11,7 @@ import torch
 from cryovae.errors import CryovaeError, InputFileError
 from cryovae.inference.encode import encode_images
 from cryovae.inference.latents import Latents
+from cryovae.inference.refine import RefineConfig, refine_latents
 from cryovae.models import build_model
 from cryovae.training.checkpoint import load_checkpoint, load_model_state
 from cryovae.training.device import resolve_device
@@ -77,10 +78,22 @@ class TrainedRun:
             images = images[None]
         return preprocess_images(images, PreprocessConfig(**self.config.preprocess)).astype(np.float32)
 
-    def encode(self, images: np.ndarray, batch_size: int = 256) -> Latents:
-        """Latents of preprocessed images (n, box, box)."""
+    def encode(self, images: np.ndarray, batch_size: int = 256, refine_steps: int | None = None,
+               ctf_params: np.ndarray | None = None) -> Latents:
+        """Latents of preprocessed images (n, box, box), as ``cryovae train`` wrote them.
+
+        refine_steps : steps of :func:`cryovae.inference.refine_latents` (None: the run's own
+            ``refine_steps``; 0: the encoder's values). A model trained with ``--ctf`` refines only
+            when ``ctf_params`` (n, 7) are given; without them (None steps) it returns the
+            encoder's values.
+        """
         images = self._check_images(images)
-        return encode_images(self.model, images, self.pixel_size, self.device, batch_size)
+        lat = encode_images(self.model, images, self.pixel_size, self.device, batch_size)
+        steps = self.config.train.refine_steps if refine_steps is None else refine_steps
+        if self.config.model.ctf and ctf_params is None and refine_steps is None:
+            steps = 0
+        return refine_latents(self.model, images, lat, RefineConfig(steps=steps, batch_size=batch_size),
+                              ctf_params=ctf_params, device=self.device)
 
     @torch.no_grad()
     def decode(self, z: np.ndarray, theta: np.ndarray | None = None, center_px: np.ndarray | None = None,
