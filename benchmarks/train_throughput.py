@@ -1,4 +1,7 @@
-"""Training and encoding throughput (particles/s), peak memory and achieved GFLOP/s.
+"""Training, encoding and refinement throughput (particles/s), peak memory and achieved GFLOP/s.
+
+"refine p/s" is particles per second through the default 20 steps of the per-particle pose and z
+refinement that follows encoding in ``cryovae train`` and ``cryovae encode``.
 
 Each configuration runs in its own subprocess so that its peak resident memory (CPU) or peak
 allocated memory (CUDA) is its own. Timings are medians over ``--steps`` steps after one warm-up
@@ -75,6 +78,16 @@ def _one(spec: dict) -> dict:
             model.infer(y)
             sync()
             enc_times.append(time.perf_counter() - t)
+    from cryovae.inference.refine import RefineConfig, refine_batch
+
+    refine_cfg = RefineConfig()  # the default steps of `cryovae train` / `cryovae encode`
+    enc = model.infer(y)
+    ref_times = []
+    for _ in range(spec["steps"]):
+        t = time.perf_counter()
+        refine_batch(model, y, enc.z_mean, enc.theta, enc.center_px, refine_cfg)
+        sync()
+        ref_times.append(time.perf_counter() - t)
     flops = None
     if spec["flops"]:
         model.train()
@@ -87,6 +100,7 @@ def _one(spec: dict) -> dict:
     t_step = statistics.median(times)
     out = {**{k: spec[k] for k in ("kind", "box", "paper", "device")},
            "batch": b, "train_particles_per_s": b / t_step, "encode_particles_per_s": b / statistics.median(enc_times),
+           "refine_particles_per_s": b / statistics.median(ref_times), "refine_steps": refine_cfg.steps,
            "step_s": t_step}
     if device.type == "cuda":
         out["peak_mem_MiB"] = torch.cuda.max_memory_allocated(device) / 2**20
@@ -126,7 +140,7 @@ def main() -> None:
     specs = [dict(kind=k, box=int(s), paper=False) for k in args.models.split(",") for s in args.sizes.split(",")]
     if args.paper:
         specs.append(dict(kind="target", box=40, paper=True))
-    header = f"{'model':>8} {'box':>4} {'size':>7} {'train p/s':>10} {'encode p/s':>11} {'peak MiB':>9} {'GFLOP/step':>11} {'GFLOP/s':>8}"
+    header = f"{'model':>8} {'box':>4} {'size':>7} {'train p/s':>10} {'encode p/s':>11} {'refine p/s':>11} {'peak MiB':>9} {'GFLOP/step':>11} {'GFLOP/s':>8}"
     print(f"device={device} batch={args.batch_size} steps={args.steps} (medians)")
     print(header)
     for spec in specs:
@@ -137,7 +151,8 @@ def main() -> None:
             continue
         r = json.loads(res.stdout.strip().splitlines()[-1])
         print(f"{r['kind']:>8} {r['box']:>4} {'paper' if r['paper'] else 'default':>7} "
-              f"{r['train_particles_per_s']:>10.1f} {r['encode_particles_per_s']:>11.1f} {r['peak_mem_MiB']:>9.0f} "
+              f"{r['train_particles_per_s']:>10.1f} {r['encode_particles_per_s']:>11.1f} "
+              f"{r['refine_particles_per_s']:>11.1f} {r['peak_mem_MiB']:>9.0f} "
               f"{r.get('gflop_per_step', float('nan')):>11.2f} {r.get('achieved_gflops', float('nan')):>8.1f}")
 
 
