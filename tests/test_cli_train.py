@@ -73,6 +73,14 @@ def test_train_writes_the_run_directory_and_resume_continues(tmp_path, star):
     np.testing.assert_allclose(enc["rlnAnglePsi"].to_numpy(float), lat["psi_deg"], atol=1e-3)
     np.testing.assert_allclose(enc["cryovaeZ1"].to_numpy(float), lat["z_mean"][:, 0], atol=1e-4)
 
+    # --refine-steps 0: the encoder's own values, which train's refinement had moved
+    r = CliRunner().invoke(cli, ["encode", str(run), str(star), "-o", str(tmp_path / "raw.star"), "--refine-steps", "0"])
+    assert r.exit_code == 0, r.output
+    raw = _particles(tmp_path / "raw.star")
+    assert np.abs(raw["cryovaeZ1"].to_numpy(float) - lat["z_mean"][:, 0]).max() > 1e-3
+    r = CliRunner().invoke(cli, ["encode", str(run), str(star), "-o", str(tmp_path / "x.star"), "--refine-steps", "-1"])
+    assert r.exit_code == 2 and "--refine-steps" in r.output and "Traceback" not in r.output
+
 
 def test_train_with_ctf_and_spatial_vae(tmp_path, star):
     r = CliRunner().invoke(cli, ["train", str(star), "-o", str(tmp_path / "s"), "--model", "spatial",
@@ -87,6 +95,7 @@ def test_train_with_ctf_and_spatial_vae(tmp_path, star):
     (["--box", "4"], "--box"),
     (["--epochs", "0"], "--epochs"),
     (["--device", "tpu"], "device"),
+    (["--refine-steps", "-1"], "--refine-steps"),
 ])
 def test_bad_options_are_one_line_errors(tmp_path, star, args, message):
     r = CliRunner().invoke(cli, ["train", str(star), "-o", str(tmp_path / "r"), *args])
