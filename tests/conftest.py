@@ -9,22 +9,17 @@ import numpy as np
 import pytest
 
 TEST_DATA = Path(__file__).parent / "data"
-#: large real files stay beside the repository (CI clones ../shared next to it)
-SHARED_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
 
 @pytest.fixture
 def test_data() -> Path:
-    """tests/data: small real star/.cs files (see its README for provenance)."""
+    """tests/data: real star/.cs files and the stacks they name (see its README for provenance).
+
+    The project carries every real file its tests read, so a fresh clone runs them all; no
+    fixture here ever skips (a skip inside a test that already holds ``make_napari_viewer``
+    breaks napari's teardown).
+    """
     return TEST_DATA
-
-
-@pytest.fixture
-def shared_fixtures() -> Path:
-    """../shared/fixtures (real stacks over 1 MB); skips the test when absent."""
-    if not SHARED_FIXTURES.is_dir():
-        pytest.skip(f"{SHARED_FIXTURES} not present")
-    return SHARED_FIXTURES
 
 
 def write_mrc(path: Path, data: np.ndarray, voxel_size: float = 1.0) -> Path:

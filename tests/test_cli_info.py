@@ -41,8 +41,8 @@ def test_info_fixtures_without_stacks(test_data, name, n, box, apix, groups, mis
 
 @pytest.mark.parametrize("name, n, box, apix", [("relion31.star", 5, 256, 2.806), ("toy_projections.star", 1000, 30, 1.0),
                                                 ("empiar_10076_7.star", 7, 320, 5e4 / 38168)])
-def test_info_fixtures_with_stacks(test_data, shared_fixtures, name, n, box, apix):
-    s = info_json(test_data / name, "--datadir", shared_fixtures)
+def test_info_fixtures_with_stacks(test_data, name, n, box, apix):
+    s = info_json(test_data / name)  # the stacks sit beside the stars in tests/data
     assert (s["n_particles"], s["box"], s["stacks_missing"]) == (n, box, [])
     assert s["pixel_size"] == pytest.approx(apix)
 

@@ -67,8 +67,8 @@ def test_preprocess_relion30_converts_pixel_origins_to_angstrom(tmp_path):
     assert p["rlnDefocusU"].tolist() == [1e4, 2e4] and p["rlnOpticsGroup"].tolist() == [1, 1]
 
 
-def test_preprocess_toy_projections_fixture(test_data, shared_fixtures, tmp_path):
-    invoke(test_data / "toy_projections.star", "--datadir", shared_fixtures, "--box", 16, "-o", tmp_path / "t.star")
+def test_preprocess_toy_projections_fixture(test_data, tmp_path):
+    invoke(test_data / "toy_projections.star", "--box", 16, "-o", tmp_path / "t.star")
     back = read_particles(tmp_path / "t.star")
     assert (len(back), back.box, back.pixel_size) == (1000, 16, pytest.approx(30 / 16))
     src = read_particles(test_data / "toy_projections.star")

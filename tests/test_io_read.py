@@ -175,10 +175,10 @@ def test_bare_stack_pixel_size_from_header(tmp_path):
 
 
 # ------------------------------------------------------------------ real fixtures
-def test_relion31_fixture(test_data, shared_fixtures):
-    stack = read_particles(test_data / "relion31.star", datadir=shared_fixtures)
+def test_relion31_fixture(test_data):
+    stack = read_particles(test_data / "relion31.star")
     assert (len(stack), stack.box, stack.pixel_size, stack.source_kind) == (5, 256, 2.806, "relion31")
-    with mrcfile.mmap(shared_fixtures / "relion31.mrcs", permissive=True) as mrc:
+    with mrcfile.mmap(test_data / "relion31.mrcs", permissive=True) as mrc:
         expected = np.asarray(mrc.data, dtype=np.float32)
     np.testing.assert_array_equal(stack.images(np.arange(5)), expected)
 
@@ -199,10 +199,10 @@ def test_relion30_pfcrt_fixture(test_data):
     assert stack.box_known is None and len(stack.stacks_missing) == 1
 
 
-def test_toy_projections_fixture(test_data, shared_fixtures):
-    stack = read_particles(test_data / "toy_projections.star", datadir=shared_fixtures)
+def test_toy_projections_fixture(test_data):
+    stack = read_particles(test_data / "toy_projections.star")
     assert (len(stack), stack.box) == (1000, 30) and "dummyVariable" in stack.table.columns
-    with mrcfile.mmap(shared_fixtures / "toy_projections.mrcs", permissive=True) as mrc:
+    with mrcfile.mmap(test_data / "toy_projections.mrcs", permissive=True) as mrc:
         np.testing.assert_array_equal(stack.images([999, 0]), mrc.data[[999, 0]])
 
 
@@ -217,8 +217,8 @@ def test_cryosparc_fixtures(test_data, name, n, box, apix, n_stacks):
     assert stack.image_index.min() == 0
 
 
-def test_empiar_permissive_header(test_data, shared_fixtures, caplog):
-    stack = read_particles(test_data / "empiar_10076_7.star", datadir=shared_fixtures)
+def test_empiar_permissive_header(test_data, caplog):
+    stack = read_particles(test_data / "empiar_10076_7.star")
     assert (len(stack), stack.box) == (7, 320)
     assert stack.pixel_size == pytest.approx(5 * 1e4 / 38168)
     assert stack.images(np.arange(7)).shape == (7, 320, 320)

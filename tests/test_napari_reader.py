@@ -24,8 +24,8 @@ def test_reader_claims_particle_files_only():
         assert get_reader(name) is None
 
 
-def test_star_opens_as_a_particle_stack_scaled_in_angstrom(make_napari_viewer, shared_fixtures):
-    star = shared_fixtures / "relion31.star"
+def test_star_opens_as_a_particle_stack_scaled_in_angstrom(test_data, make_napari_viewer):
+    star = test_data / "relion31.star"
     viewer = make_napari_viewer()
     layers = viewer.open(str(star), plugin="cryovae")
     assert len(layers) == 1
@@ -40,17 +40,17 @@ def test_star_opens_as_a_particle_stack_scaled_in_angstrom(make_napari_viewer, s
     assert viewer.dims.current_step[0] == 3
 
 
-def test_bare_stack_and_a_header_only_mrc(make_napari_viewer, shared_fixtures):
+def test_bare_stack_and_a_header_only_mrc(test_data, make_napari_viewer):
     viewer = make_napari_viewer()
-    layer = viewer.open(str(shared_fixtures / "toy_projections.mrcs"), plugin="cryovae")[0]
+    layer = viewer.open(str(test_data / "toy_projections.mrcs"), plugin="cryovae")[0]
     assert layer.data.shape == (1000, 30, 30) and layer.metadata["source_kind"] == "mrcs"
     # malformed header (no MAP id): readable, shown in pixels because it has no pixel size
-    data, kwargs, kind = read_particle_layers(str(shared_fixtures / "empiar_10076_7.mrc"))[0]
+    data, kwargs, kind = read_particle_layers(str(test_data / "empiar_10076_7.mrc"))[0]
     assert kind == "image" and data.shape == (7, 320, 320) and kwargs["scale"] == (1.0, 1.0, 1.0)
 
 
-def test_big_stacks_are_read_lazily_one_chunk_at_a_time(make_napari_viewer, shared_fixtures):
-    stack = read_particles(shared_fixtures / "toy_projections.star")
+def test_big_stacks_are_read_lazily_one_chunk_at_a_time(test_data, make_napari_viewer):
+    stack = read_particles(test_data / "toy_projections.star")
     data, kwargs, _ = particle_layer(stack, eager_bytes=0, chunk=50)
     import dask.array as da
 
