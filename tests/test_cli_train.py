@@ -139,3 +139,40 @@ def test_train_without_particles_names_the_missing_argument(tmp_path, monkeypatc
     assert r.exit_code == 2
     assert "PARTICLES is required" in r.output and "-o RUNDIR is required" not in r.output
     assert "Traceback" not in r.output and list(tmp_path.iterdir()) == []
+
+
+def _small_star(d, box, n=16):
+    """A RELION 3.1 star + stack of ``n`` blob particles of ``box`` px (3 Å/px) in folder ``d``."""
+    d.mkdir()
+    rng = np.random.default_rng(1)
+    io.write_stack(d / "p.mrcs", blob_particles(box, rng.uniform(-np.pi, np.pi, n), np.zeros((n, 2)), noise=0.1), APIX)
+    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [APIX], "rlnImageSize": [box],
+                           "rlnImageDimensionality": [2]})
+    parts = pd.DataFrame({"rlnImageName": [f"{i + 1}@p.mrcs" for i in range(n)], "rlnOpticsGroup": [1] * n})
+    io.write_star(d / "p.star", {"optics": optics, "particles": parts})
+    return d / "p.star"
+
+
+@pytest.mark.parametrize("size, box, crop", [(32, 32, False), (25, 25, False), (48, 40, True)])
+def test_default_box_is_the_images_own_up_to_40_px_else_40(tmp_path, size, box, crop):
+    """Without --box: no crop for images <= 40 px (odd sizes too), a Fourier crop to 40 above; one log line."""
+    star = _small_star(tmp_path / "data", size)
+    run = tmp_path / "run"
+    tiny = [a for a in TINY if a not in ("--box", "24")]
+    r = CliRunner().invoke(cli, ["train", str(star), "--zdim", "1", "-o", str(run), "--epochs", "1",
+                                 "--refine-steps", "0", *tiny])
+    assert r.exit_code == 0, r.output
+    cfg = yaml.safe_load(open(run / "config.yaml"))
+    assert cfg["model"]["box"] == box and cfg["preprocess"]["box"] == box
+    assert cfg["model"]["pixel_size"] == pytest.approx(APIX * size / box)
+    assert np.load(run / "images.npy", mmap_mode="r").shape == (16, box, box)
+    said = [line for line in (run / "train.log").read_text().splitlines() if "model box" in line]
+    assert len(said) == 1 and f"model box {box} px" in said[0] and ("cropped" in said[0]) == crop
+    assert len(_particles(run / "particles.star")) == 16
+
+
+def test_images_too_small_for_any_model_are_a_one_line_error(tmp_path):
+    star = _small_star(tmp_path / "data", 6, n=4)
+    r = CliRunner().invoke(cli, ["train", str(star), "-o", str(tmp_path / "run"), *TINY[2:]])
+    assert r.exit_code == 2 and "the images are 6 px" in r.output and "p.star" in r.output
+    assert "Traceback" not in r.output

@@ -57,7 +57,8 @@ def _hidden(value: str | None) -> tuple[int, ...] | None:
 @click.option("--group", type=click.Choice(["c1", "p4", "p8", "p16"]), default=None,
               help="TARGET-VAE rotation group (c1: translation only) [p8].")
 @click.option("--zdim", type=int, default=1, show_default=True, help="Content latent dimensions.")
-@click.option("--box", type=int, default=40, show_default=True, help="Model box in pixels (Fourier crop).")
+@click.option("--box", type=int, default=None,
+              help="Model box in pixels (Fourier crop) [default: the images' size when <= 40 px, else 40].")
 @click.option("--epochs", type=int, default=None, help="Maximum epochs [default: 20].")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
@@ -136,5 +137,5 @@ def command(particles, outdir, kind, group, zdim, box, epochs, batch_size, lr, d
                             rotate_encoder=(kind == "spatial") if rotate_encoder is None else rotate_encoder,
                             refine_steps=refine_steps)
     train_run(particles, outdir, model_cfg, train_cfg, preprocess={"invert": invert}, device=device,
-              datadir=datadir, command_line=command_line)
+              datadir=datadir, command_line=command_line, auto_box=box is None)
     click.echo(f"{outdir}/particles.star")

@@ -29,6 +29,30 @@ IMAGES_CACHE = "images.npy"
 LATENTS = "latents.npz"
 STAR = "particles.star"
 LOG = "train.log"
+#: the default model box: images up to this size are used as they are, larger ones Fourier-cropped to it
+DEFAULT_MAX_BOX = 40
+#: the smallest model box (ModelConfig.validate)
+MIN_BOX = 8
+
+
+def default_model_box(size: int, source: str | Path = "particles") -> int:
+    """The model box ``train`` uses without ``--box``, for ``size``-pixel images.
+
+    ``size`` itself when ``size <= DEFAULT_MAX_BOX`` (no crop; an odd size is fine, the models
+    centre on pixel ``box // 2``), else ``DEFAULT_MAX_BOX`` (a Fourier crop). Logs one line with
+    the choice and the reason; :class:`CryovaeError` naming ``source`` when the images are
+    smaller than ``MIN_BOX`` pixels.
+    """
+    size = int(size)
+    if size < MIN_BOX:
+        raise CryovaeError(f"{source}: the images are {size} px; cryovae needs at least {MIN_BOX} px")
+    if size <= DEFAULT_MAX_BOX:
+        log.info("model box %d px: the images' own size (%d px <= %d, no Fourier crop; --box to change)",
+                 size, size, DEFAULT_MAX_BOX)
+        return size
+    log.info("model box %d px: the %d px images Fourier-cropped to the default %d px (--box to change)",
+             DEFAULT_MAX_BOX, size, DEFAULT_MAX_BOX)
+    return DEFAULT_MAX_BOX
 
 
 def preprocess_stack(stack, preprocess: dict, batch_size: int = 1024, progress: bool = True) -> np.ndarray:
@@ -101,7 +125,7 @@ def write_results(rundir: Path, stack, latents: Latents) -> Path:
 def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig | None,
               train_cfg: TrainConfig | None, preprocess: dict | None = None, device: str = "auto",
               resume: bool = False, datadir: str | Path | None = None, command_line: str | None = None,
-              epochs: int | None = None, progress: bool = True) -> FitResult:
+              epochs: int | None = None, progress: bool = True, auto_box: bool = False) -> FitResult:
     """Train on a particle file and write every output into ``rundir``.
 
     Parameters
@@ -115,6 +139,8 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
     device : "auto", "cpu", "cuda" or "cuda:N".
     resume : continue the run in ``rundir`` from its checkpoint.
     epochs : on resume, a new total number of epochs (None keeps the saved one).
+    auto_box : replace ``model_cfg.box`` by :func:`default_model_box` of the images (``train``
+        without ``--box``).
     """
     from cryovae.io import read_particles
 
@@ -137,6 +163,8 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
     try:
         stack = read_particles(particles, datadir=datadir)
         if not resume:
+            if auto_box:
+                model_cfg = replace(model_cfg, box=default_model_box(stack.box, particles))
             pre = {"box": model_cfg.box, **(preprocess or {})}
             pre["box"] = model_cfg.box
             pixel_size = float(stack.pixel_size) * stack.box / model_cfg.box
