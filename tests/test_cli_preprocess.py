@@ -92,3 +92,35 @@ def test_preprocess_cryosparc_with_found_stack(tmp_path):
     src = read_particles(tmp_path / "p.cs")
     np.testing.assert_allclose(back.images(np.arange(2)),
                                preprocess_images(src.images(np.arange(2)), PreprocessConfig(box=8)), atol=1e-5)
+
+
+def test_preprocess_keeps_relion5_version_and_optics_columns(test_data, tmp_path):
+    """The RELION 5 fixture (its text as RELION wrote it, only the image size made 16 px) with real
+    stacks: the written star keeps ``# version 50001`` before each block and the RELION 5 optics columns."""
+    text = (test_data / "relion5.star").read_text()
+    assert text.count("          448 ") == 1
+    (tmp_path / "in.star").write_text(text.replace("          448 ", "           16 "))
+    rng = np.random.default_rng(4)
+    write_mrc(tmp_path / "toy_images_a.mrcs", rng.normal(size=(11, 16, 16)).astype(np.float32), 0.89)
+    write_mrc(tmp_path / "toy_images_b.mrcs", rng.normal(size=(11, 16, 16)).astype(np.float32), 0.89)
+    invoke(tmp_path / "in.star", "--box", 8, "-o", tmp_path / "out.star")
+    out = (tmp_path / "out.star").read_text()
+    assert out.count("# version 50001") == 2 and "# version 30001" not in out
+    for block in ("data_optics", "data_particles"):
+        assert f"# version 50001\n\n{block}\n" in out
+    src = starfile.read(tmp_path / "in.star", always_dict=True)
+    back = starfile.read(tmp_path / "out.star", always_dict=True)
+    kept = ["rlnOddZernike", "rlnEvenZernike", "rlnMagMat01", "rlnBeamTiltX", "rlnMicrographOriginalPixelSize"]
+    pd.testing.assert_frame_equal(back["optics"][kept], src["optics"][kept])
+    assert back["optics"]["rlnImageSize"].tolist() == [8]
+    assert back["optics"]["rlnImagePixelSize"].tolist() == [pytest.approx(0.89 * 2)]
+    assert read_particles(tmp_path / "out.star").version_comment == 50001
+
+
+def test_preprocess_relion30_input_is_written_as_relion31(tmp_path):
+    write_mrc(tmp_path / "s.mrcs", np.zeros((2, 8, 8), np.float32))
+    df = pd.DataFrame({"rlnImageName": ["1@s.mrcs", "2@s.mrcs"], "rlnDetectorPixelSize": [14.0, 14.0],
+                       "rlnMagnification": [1e5, 1e5]})
+    write_star(tmp_path / "in.star", {"images": df}, version=None)
+    invoke(tmp_path / "in.star", "-o", tmp_path / "o.star")
+    assert (tmp_path / "o.star").read_text().count("# version 30001") == 2

@@ -76,7 +76,7 @@ def test_write_star_round_trips_floats_exactly(tmp_path):
 @pytest.mark.parametrize("name", FIXTURE_STARS)
 def test_round_trip_keeps_every_input_column(test_data, tmp_path, name):
     stack = read_particles(test_data / name)
-    if stack.pixel_sizes is None:  # toy_projections: no pixel size in the star, stack elsewhere
+    if stack.pixel_sizes is None:  # a star without a pixel size and a header without one
         stack = read_particles(test_data / name, apix=1.0)
     n = len(stack)
     rng = np.random.default_rng(1)
@@ -106,6 +106,55 @@ def test_round_trip_keeps_every_input_column(test_data, tmp_path, name):
     again = write_particles_star(back, tmp_path / "again.star", psi, origin, latents=z,
                                  extra={"cryovaeProb": np.full(n, 0.5)})
     pd.testing.assert_frame_equal(read_particles(again, apix=1.0).blocks[stack.data_block], after)
+
+
+#: columns write_particles_star writes or may rewrite (pose, stack paths); every other input column is untouched
+WRITTEN_COLUMNS = RESULT_COLUMNS | {"rlnAngleRot", "rlnAngleTilt", "rlnImageName"}
+
+
+@pytest.mark.parametrize("name", FIXTURE_STARS)
+def test_untouched_input_values_are_written_unchanged(test_data, tmp_path, name):
+    """Every column the writer does not compute reads back (with starfile, not cryovae) as the very
+    same value and text as in the input star: no float32 round trip, no int -> float, no -0.0."""
+    stack = read_particles(test_data / name, apix=None if name != "toy_projections.star" else 1.0)
+    n = len(stack)
+    out = write_particles_star(stack, tmp_path / "out.star", -np.zeros(n, np.float32),
+                               -np.zeros((n, 2), np.float32), latents=-np.zeros((n, 1), np.float32))
+    before = starfile.read(test_data / name, always_dict=True)
+    after = starfile.read(out, always_dict=True)
+    assert list(after) == list(before)
+    compared = 0
+    for block, df in before.items():
+        for col in df.columns:
+            if block != "optics" and col in WRITTEN_COLUMNS:
+                continue
+            old, new = df[col].reset_index(drop=True), after[block][col].reset_index(drop=True)
+            assert new.dtype == old.dtype, (block, col)
+            assert new.astype(str).tolist() == old.astype(str).tolist(), (block, col)  # repr: -0.0 != 0.0
+            compared += 1
+    assert compared >= 5  # every fixture has at least five untouched columns
+    # the values cryovae computed: 0.0, not -0.0, and float32 results as their shortest text
+    text = out.read_text()
+    assert "-0.0\t" not in text and not text.rstrip().endswith("-0.0")
+    written = after[stack.data_block]
+    assert not np.signbit(written[["rlnAnglePsi", "cryovaeZ1"]].to_numpy()).any()
+
+
+def test_cryosparc_unit_conversion_keeps_float32_precision(tmp_path, make_mrc):
+    """``ctf/df_angle_rad`` (float32) 5.28 degrees becomes rlnDefocusAngle 5.28, not 5.280000028344188."""
+    make_mrc(tmp_path / "s.mrcs", np.zeros((2, 8, 8), np.float32))
+    arr = np.zeros(2, dtype=[("uid", "<u8"), ("blob/path", "S8"), ("blob/idx", "<u4"), ("blob/psize_A", "<f4"),
+                             ("ctf/df1_A", "<f4"), ("ctf/df_angle_rad", "<f4"), ("ctf/phase_shift_rad", "<f4")])
+    arr["uid"], arr["blob/path"], arr["blob/idx"] = [7, 8], b"s.mrcs", [0, 1]
+    arr["blob/psize_A"], arr["ctf/df1_A"] = 1.345, [15301.1, 0.0]
+    arr["ctf/df_angle_rad"], arr["ctf/phase_shift_rad"] = np.radians([5.28, 0.0]), np.radians([90.0, 0.0])
+    with open(tmp_path / "p.cs", "wb") as fh:
+        np.save(fh, arr)
+    out = write_particles_star(read_particles(tmp_path / "p.cs"), tmp_path / "out.star", np.zeros(2), np.zeros((2, 2)))
+    p = starfile.read(out, always_dict=True)["particles"]
+    assert p["rlnDefocusAngle"].astype(str).tolist() == ["5.28", "0.0"]
+    assert p["rlnPhaseShift"].astype(str).tolist() == ["90.0", "0.0"]
+    assert p["rlnDefocusU"].astype(str).tolist() == ["15301.1", "0.0"]
 
 
 def test_refuses_to_overwrite_the_input(test_data, tmp_path):

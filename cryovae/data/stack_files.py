@@ -86,6 +86,7 @@ def preprocess_particle_file(stack: ParticleStack, cfg: PreprocessConfig, out_st
                 out[idx[0]:idx[-1] + 1] = preprocess_images(images, cfg, source=str(stack.path),
                                                             first_index=int(idx[0]))
                 bar.update(len(idx))
-    write_star(out_star, blocks, version=30001)
+    version = stack.version_comment if stack.version_comment and stack.version_comment >= 30001 else 30001
+    write_star(out_star, blocks, version=version)  # RELION 5 input keeps its 50001
     log.info("wrote %d particles of %d px (%.4g Å/px) to %s and %s", n, box, new_apix, out_stack, out_star)
     return PreprocessResult(star=out_star, stack=out_stack, n_particles=n, box=box, pixel_size=new_apix)

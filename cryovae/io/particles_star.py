@@ -93,8 +93,17 @@ def relion31_blocks(stack: ParticleStack, out_folder: str | Path) -> dict[str, p
     return blocks
 
 
+def _written_floats(values) -> np.ndarray:
+    """float64 values for a column cryovae writes: a float32 input becomes the float64 of its
+    shortest decimal text (12.5, not 12.500000476837158), and -0.0 becomes 0.0."""
+    arr = np.asarray(values)
+    if arr.dtype == np.float32:
+        arr = arr.astype(str).astype(np.float64)
+    return np.asarray(arr, dtype=np.float64) + 0.0  # -0.0 + 0.0 == +0.0
+
+
 def _column(values, n: int, name: str, width: int | None = None) -> np.ndarray:
-    arr = np.asarray(values, dtype=np.float64)
+    arr = _written_floats(values)
     expected = (n,) if width is None else (n, width)
     if arr.shape != expected:
         raise CryovaeError(f"{name} has shape {arr.shape}, expected {expected}")
@@ -146,7 +155,7 @@ def write_particles_star(stack: ParticleStack, out_path: str | Path, psi_deg, or
     for col, values in origin_cols.items():
         particles[col] = values
     if latents is not None:
-        z = np.asarray(latents, dtype=np.float64)
+        z = _written_floats(latents)
         if z.ndim != 2 or z.shape[0] != n:
             raise CryovaeError(f"latents have shape {z.shape}, expected ({n}, k)")
         for j in range(z.shape[1]):
