@@ -331,3 +331,25 @@ def test_latents_from_pose_takes_one_pixel_size_per_particle():
                                                  3.0).origin_A, -3.0 * center)
     with pytest.raises(ValueError, match="pixel_size has shape"):
         Latents.from_pose(np.zeros((2, 1)), np.ones((2, 1)), np.zeros(2), center, np.ones(3))
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+def test_preprocess_star_names_its_new_stack_by_the_same_rule(relion_project, elsewhere, monkeypatch, absolute):
+    import mrcfile
+
+    project, _, _ = relion_project
+    monkeypatch.chdir(project)
+    flags = ["--absolute-paths"] if absolute else []
+    for out in ("prep/p.star", "p.star"):
+        (project / out).parent.mkdir(exist_ok=True)
+        r = CliRunner().invoke(cli, ["preprocess", "Refine3D/job020/run_data.star", "--box", "8", "-o", out, *flags])
+        assert r.exit_code == 0, r.output
+        star = project / out
+        new_stack = star.with_suffix(".mrcs")
+        relative = not absolute and out == "p.star"  # only there does one relative path serve RELION too
+        assert _paths_in(star) == (["p.mrcs"] if relative else [str(new_stack)])
+        _relion_ok(star, project)
+        _star_relative_ok(star)
+        with mrcfile.open(new_stack) as mrc:
+            _reread_from(elsewhere, star, mrc.data, monkeypatch)
+        monkeypatch.chdir(project)

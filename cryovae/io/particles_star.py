@@ -38,34 +38,51 @@ def _relative_to(target: Path, folder: Path) -> str:
         return str(target.resolve())
 
 
+def path_for_star(target: Path, out_folder: str | Path, relion_cwd: Path | None = None,
+                  absolute: bool = False) -> str:
+    """The text that names file ``target`` in a star written into ``out_folder``.
+
+    The path relative to ``out_folder`` (what cryoDRGN and cryovae try), unless ``relion_cwd``
+    (the project folder RELION runs in) is given and that text does not lead to ``target`` from
+    there too; then, and with ``absolute``, the absolute path.
+    """
+    if absolute:
+        return os.path.abspath(target)
+    rel = _relative_to(Path(target), Path(out_folder))
+    if Path(rel).is_absolute() or (relion_cwd is not None and (relion_cwd / rel).resolve() != Path(target).resolve()):
+        return os.path.abspath(target)
+    return rel
+
+
+def relion_project_folder(stack: ParticleStack) -> Path | None:
+    """The folder RELION would open ``stack``'s file from: :attr:`ParticleStack.cwd` when a stack
+    was found relative to it, else None."""
+    return stack.cwd if "cwd" in stack.stack_found_via else None
+
+
 def written_stack_paths(stack: ParticleStack, out_folder: str | Path, absolute: bool = False) -> list[str]:
     """The path to write for each of ``stack.stack_refs`` in a star in ``out_folder``.
 
     One rule (docs/conventions.md, "Paths in written stars"): the path relative to the new
     star's folder (what cryoDRGN and cryovae try), unless the input's path was found from the
     current (RELION project) folder and that relative text does not also lead there from that
-    folder (what RELION tries) -- then the absolute path. An absolute input path stays as
-    written; a stack not found is kept as written; ``absolute=True`` writes every found stack's
-    absolute path.
+    folder (what RELION tries) -- then the absolute path (:func:`path_for_star`). An absolute
+    input path stays as written; a stack not found is kept as written; ``absolute=True`` writes
+    every found stack's absolute path.
 
     Returns
     -------
     list of str, one per ``stack.stack_refs``.
     """
-    out_folder = Path(out_folder)
     paths = []
     for ref, found, how in zip(stack.stack_refs, stack.stack_paths, stack.stack_found_via, strict=True):
         if found is None:
             paths.append(ref)
         elif how == "absolute":
             paths.append(str(found) if absolute else ref)
-        elif absolute:
-            paths.append(os.path.abspath(found))
         else:
-            rel = _relative_to(found, out_folder)
-            if Path(rel).is_absolute() or (how == "cwd" and (stack.cwd / rel).resolve() != found.resolve()):
-                rel = os.path.abspath(found)
-            paths.append(ref if Path(rel) == Path(ref) else rel)
+            text = path_for_star(found, out_folder, stack.cwd if how == "cwd" else None, absolute)
+            paths.append(ref if Path(text) == Path(ref) else text)
     return paths
 
 
