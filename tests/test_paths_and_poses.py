@@ -235,6 +235,13 @@ def test_train_and_encode_stars_resolve_from_another_folder(relion_project, else
     r = runner.invoke(cli, ["train", "--resume", str(project / "cryovae" / "run1"), "--epochs", "2"])
     assert r.exit_code == 0, r.output
     _reread_from(elsewhere, project / "cryovae" / "run1" / "particles.star", images, monkeypatch)
+    # so does analysis, reading the run's particles again (no images.npy cache)
+    from cryovae.analysis.report import load_particle_images
+    from cryovae.inference import TrainedRun
+
+    run = TrainedRun.load(project / "cryovae" / "run1")
+    (project / "cryovae" / "run1" / "images.npy").unlink()
+    np.testing.assert_allclose(load_particle_images(run, np.arange(3), N), run.preprocess(images[:3]))
 
 
 # ----------------------------------------------------------------- the input's pose
