@@ -27,7 +27,8 @@ from cryovae.io import (
 
 FIXTURE_STARS = ["relion31.star", "relion5.star", "FinalRefinement-OriginalParticles-PfCRT.star",
                  "toy_projections.star", "empiar_10076_7.star"]
-RESULT_COLUMNS = {"rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginX", "rlnOriginY"}
+RESULT_COLUMNS = {"rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnOriginXAngst", "rlnOriginYAngst", "rlnOriginX",
+                  "rlnOriginY"}
 
 
 def test_atomic_path_replaces_on_success_and_cleans_up_on_failure(tmp_path):
@@ -98,14 +99,20 @@ def test_round_trip_keeps_every_input_column(test_data, tmp_path, name):
         assert "rlnOriginXAngst" not in after.columns
     else:
         np.testing.assert_allclose(after[["rlnOriginXAngst", "rlnOriginYAngst"]], origin)
-    if "rlnAngleRot" in before.columns:  # kept, not zeroed
-        pd.testing.assert_series_equal(after["rlnAngleRot"], before["rlnAngleRot"])
-    else:
-        assert (after["rlnAngleRot"] == 0).all() and (after["rlnAngleTilt"] == 0).all()
+    # one 2D pose; the input's own pose columns kept under cryovaeInput* names, values unchanged
+    assert (after["rlnAngleRot"] == 0).all() and (after["rlnAngleTilt"] == 0).all()
+    for col in RESULT_COLUMNS & set(before.columns):
+        kept_as = "cryovaeInput" + col.removeprefix("rln")
+        pd.testing.assert_series_equal(after[kept_as], before[col], check_names=False)
     # a star cryovae wrote, written again, reads back identically in every column
     again = write_particles_star(back, tmp_path / "again.star", psi, origin, latents=z,
                                  extra={"cryovaeProb": np.full(n, 0.5)})
-    pd.testing.assert_frame_equal(read_particles(again, apix=1.0).blocks[stack.data_block], after)
+    again_df = read_particles(again, apix=1.0).blocks[stack.data_block]
+    pd.testing.assert_frame_equal(again_df[after.columns], after)
+    # cryovaeInput* already there are kept; where none were, the first pass's pose becomes them
+    added = set(again_df.columns) - set(after.columns)
+    assert all(c.startswith("cryovaeInput") for c in added)
+    assert bool(added) == (not RESULT_COLUMNS & set(before.columns))
 
 
 #: columns write_particles_star writes or may rewrite (pose, stack paths); every other input column is untouched

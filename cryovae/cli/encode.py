@@ -22,7 +22,9 @@ import click
 @click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--refine-steps", type=int, default=None,
               help="Steps of per-particle pose and z refinement (0: the encoder's) [the run's, 20].")
-def command(rundir, particles, output, latents_path, device, batch_size, datadir, weights, refine_steps) -> None:
+@click.option("--absolute-paths", is_flag=True, help="Write absolute stack paths in rlnImageName.")
+def command(rundir, particles, output, latents_path, device, batch_size, datadir, weights, refine_steps,
+            absolute_paths) -> None:
     """Encode PARTICLES with the model in RUNDIR (preprocessed to the run's box and pixel size)."""
     from cryovae.inference import RefineConfig, TrainedRun, encode_stack
     from cryovae.io import read_particles
@@ -34,7 +36,7 @@ def command(rundir, particles, output, latents_path, device, batch_size, datadir
     stack = read_particles(particles, datadir=datadir)
     ctf = stack_ctf(stack, str(particles)) if run.config.model.ctf and refine.steps else None
     latents = encode_stack(run, stack, batch_size=batch_size, refine=refine, ctf_params=ctf)
-    write_star(stack, latents, Path(output))
+    write_star(stack, latents, Path(output), absolute_paths=absolute_paths)
     if latents_path:
         latents.save(Path(latents_path))
     click.echo(output)

@@ -28,8 +28,10 @@ import click
 @click.option("--batch-size", type=int, default=1024, show_default=True, help="Particles per chunk.")
 @click.option("-o", "--out", "out", type=click.Path(path_type=Path), required=True,
               help="Output .star; the stack is written beside it as .mrcs.")
+@click.option("--absolute-paths", is_flag=True, help="Name the new stack by its absolute path in rlnImageName.")
 def command(particles: Path, box: int | None, invert: bool, normalize: str, bg_radius: float | None, mask: bool,
-            mask_radius: float | None, datadir: Path | None, apix: float | None, batch_size: int, out: Path) -> None:
+            mask_radius: float | None, datadir: Path | None, apix: float | None, batch_size: int, out: Path,
+            absolute_paths: bool) -> None:
     """Preprocess PARTICLES (.star, .cs, .mrcs) into OUT.mrcs plus a RELION 3.1 OUT.star.
 
     Example: cryovae preprocess particles.star --box 40 --invert -o particles40.star
@@ -46,7 +48,7 @@ def command(particles: Path, box: int | None, invert: bool, normalize: str, bg_r
     if mask and mask_radius is None:
         mask_radius = 0.9 * out_box / 2
     cfg = PreprocessConfig(box=box, invert=invert, normalize=normalize, bg_radius=bg_radius, mask_radius=mask_radius)
-    result = preprocess_particle_file(stack, cfg, out, batch_size=batch_size)
+    result = preprocess_particle_file(stack, cfg, out, batch_size=batch_size, absolute_paths=absolute_paths)
     click.echo(f"{result.n_particles} particles, box {result.box} px, {result.pixel_size:.4g} Å/px")
     click.echo(f"  stack {result.stack}")
     click.echo(f"  star  {result.star}")

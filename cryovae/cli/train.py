@@ -93,11 +93,13 @@ def _hidden(value: str | None) -> tuple[int, ...] | None:
               help="spatial-VAE rotation augmentation [on for spatial].")
 @click.option("--refine-steps", type=int, default=20, show_default=True,
               help="After training, steps of per-particle pose and z refinement (0: the encoder's).")
+@click.option("--absolute-paths", is_flag=True, default=None,
+              help="Write absolute stack paths in particles.star's rlnImageName.")
 def command(particles, outdir, kind, group, zdim, box, epochs, batch_size, lr, device, seed, val_fraction,
             patience, ctf, resume, datadir, invert, paper_size, enc_fields, enc_kernel, enc_layers,
             enc_hidden, gen_hidden, gen_layers, fourier_features, fourier_scale, activation, noise,
             translation_prior, max_shift, theta_prior, no_translation, gumbel_hard, z_delay, rotate_encoder,
-            refine_steps) -> None:
+            refine_steps, absolute_paths) -> None:
     """Train TARGET-VAE (--model target) or spatial-VAE (--model spatial) on PARTICLES.
 
     Writes config.yaml, checkpoint.pt, best.pt, metrics.csv, train.log, latents.npz and
@@ -121,7 +123,7 @@ def command(particles, outdir, kind, group, zdim, box, epochs, batch_size, lr, d
         outdir = default_run_dir(particles)
     if resume:
         train_run(particles or "", outdir, None, None, device=device, resume=True, epochs=epochs,
-                  command_line=command_line)
+                  command_line=command_line, absolute_paths=absolute_paths)
         click.echo(f"{outdir}/particles.star")
         return
     arch = dict(box=box, zdim=zdim, group=group, ctf=ctf, enc_fields=enc_fields, enc_kernel=enc_kernel,
@@ -137,5 +139,6 @@ def command(particles, outdir, kind, group, zdim, box, epochs, batch_size, lr, d
                             rotate_encoder=(kind == "spatial") if rotate_encoder is None else rotate_encoder,
                             refine_steps=refine_steps)
     train_run(particles, outdir, model_cfg, train_cfg, preprocess={"invert": invert}, device=device,
-              datadir=datadir, command_line=command_line, auto_box=box is None)
+              datadir=datadir, command_line=command_line, auto_box=box is None,
+              absolute_paths=bool(absolute_paths))
     click.echo(f"{outdir}/particles.star")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from cryovae.io import (
     relion31_blocks,
     write_star,
 )
+from cryovae.io.particles_star import path_for_star, relion_project_folder
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,8 @@ class PreprocessResult:
 
 
 def preprocess_particle_file(stack: ParticleStack, cfg: PreprocessConfig, out_star: str | Path,
-                             batch_size: int = 1024, progress: bool = True) -> PreprocessResult:
+                             batch_size: int = 1024, progress: bool = True,
+                             absolute_paths: bool = False) -> PreprocessResult:
     """Preprocess every particle of ``stack`` into ``OUT.mrcs`` and write ``OUT.star``.
 
     The stack is streamed in chunks of ``batch_size`` through a memory-mapped output file, so
@@ -50,6 +51,10 @@ def preprocess_particle_file(stack: ParticleStack, cfg: PreprocessConfig, out_st
     stack : the particles to preprocess.
     cfg : preprocessing options (``cfg.box`` None keeps the size).
     out_star : output ``.star``; the stack goes beside it with the same stem and ``.mrcs``.
+    absolute_paths : name the new stack by its absolute path in ``rlnImageName``. Otherwise
+        by the rule of :func:`cryovae.io.particles_star.path_for_star`: relative to the star,
+        or absolute when the input's stacks were found from the current (RELION project) folder
+        and that relative path does not lead there from it.
     """
     out_star = Path(out_star)
     if out_star.suffix.lower() != ".star":
@@ -66,7 +71,7 @@ def preprocess_particle_file(stack: ParticleStack, cfg: PreprocessConfig, out_st
     if stack.pixel_sizes is None:
         raise CryovaeError(f"{stack.path}: pixel size unknown; pass --apix")
     factor = size / box
-    blocks = relion31_blocks(stack, out_star.parent)
+    blocks = relion31_blocks(stack, out_star.parent, absolute_paths)
     optics = blocks["optics"]
     if "rlnImagePixelSize" not in optics.columns:
         raise CryovaeError(f"{stack.path}: data_optics has no rlnImagePixelSize; pass --apix")
@@ -74,7 +79,7 @@ def preprocess_particle_file(stack: ParticleStack, cfg: PreprocessConfig, out_st
     optics["rlnImageSize"] = box
     data_block = stack.data_block if stack.source_kind == "relion31" else "particles"
     particles = blocks[data_block].reset_index(drop=True)
-    rel = os.path.relpath(out_stack.resolve(), out_star.parent.resolve())
+    rel = path_for_star(out_stack, out_star.parent, relion_project_folder(stack), absolute_paths)
     particles["rlnImageName"] = [f"{k:06d}@{rel}" for k in range(1, len(stack) + 1)]
     blocks[data_block] = particles
     new_apix = float(stack.pixel_sizes[0]) * factor

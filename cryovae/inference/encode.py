@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from cryovae.inference.latents import Latents
 from cryovae.inference.refine import RefineConfig, refine_latents
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -38,12 +42,38 @@ def encode_images(model, images: np.ndarray, pixel_size: float, device: torch.de
                              prob=cat["prob"])
 
 
+def encoded_pixel_sizes(run, stack) -> np.ndarray:
+    """(n,) Å per model pixel of ``stack``'s particles once preprocessed to the run's box:
+    each particle's pixel size x ``stack.box / run.box`` (optics groups may differ). The run's
+    own model pixel size where the stack's pixel size is unknown. Logs one warning when any
+    differs from the run's by more than 1% (the model then sees the particles at another scale).
+    """
+    n = len(stack)
+    if stack.pixel_sizes is None:
+        log.warning("%s: pixel size unknown; origins in Å use the run's %.4g Å per model pixel",
+                    stack.path, run.pixel_size)
+        return np.full(n, float(run.pixel_size))
+    model_apix = np.asarray(stack.pixel_sizes, dtype=np.float64) * stack.box / run.box
+    off = np.abs(model_apix / run.pixel_size - 1.0) > 0.01
+    if off.any():
+        values = ", ".join(f"{v:.4g}" for v in np.unique(np.round(model_apix[off], 4))[:4])
+        log.warning("%s: %d of %d particles are %s Å per model pixel at the run's %d px box, the run was "
+                    "trained at %.4g Å per pixel: the model sees them at another scale", stack.path,
+                    int(off.sum()), n, values, run.box, run.pixel_size)
+    return model_apix
+
+
 def encode_stack(run, stack, batch_size: int = 256, progress: bool = True, refine: RefineConfig | None = None,
                  ctf_params: np.ndarray | None = None) -> Latents:
     """Read ``stack`` (a :class:`cryovae.io.ParticleStack`) in chunks, preprocess each chunk with
     the run's own preprocessing and encode it with ``run``'s model; then, with ``refine``, refine
     each chunk's pose and z (:func:`cryovae.inference.refine_latents`; ``ctf_params`` (n, 7) are
-    needed when the model applies a CTF)."""
+    needed when the model applies a CTF).
+
+    Origins in Å use the pixel size of the images encoded (:func:`encoded_pixel_sizes`), not
+    the run's: ``origin_A = -center_px * pixel size x stack box / model box``, per particle.
+    """
+    apix = encoded_pixel_sizes(run, stack)
     parts = []
     for idx, images in tqdm(stack.chunks(batch_size), desc="encoding", total=-(-len(stack) // batch_size),
                             disable=not progress):
@@ -56,4 +86,4 @@ def encode_stack(run, stack, batch_size: int = 256, progress: bool = True, refin
     return Latents.from_pose(
         np.concatenate([p.z_mean for p in parts]), np.concatenate([p.z_std for p in parts]),
         np.concatenate([p.theta for p in parts]), np.concatenate([p.center_px for p in parts]),
-        run.pixel_size, prob=None if parts[0].prob is None else np.concatenate([p.prob for p in parts]))
+        apix, prob=None if parts[0].prob is None else np.concatenate([p.prob for p in parts]))

@@ -35,13 +35,24 @@ class Latents:
     prob: np.ndarray | None = None
 
     @classmethod
-    def from_pose(cls, z_mean, z_std, theta, center_px, pixel_size: float, prob=None) -> Latents:
-        """Build from internal-convention pose; psi/origin derived with internal_to_relion."""
+    def from_pose(cls, z_mean, z_std, theta, center_px, pixel_size, prob=None) -> Latents:
+        """Build from internal-convention pose; psi/origin derived with internal_to_relion.
+
+        pixel_size : Å per model pixel of the images encoded, a float or (n,) per particle
+            (particles of optics groups at different pixel sizes); ``origin_A = -center_px *
+            pixel_size``.
+        """
         theta = np.asarray(theta, dtype=np.float64)
         center_px = np.asarray(center_px, dtype=np.float64).reshape(-1, 2)
+        apix = np.asarray(pixel_size, dtype=np.float64)
+        if apix.ndim == 1 and apix.shape != theta.shape:
+            raise ValueError(f"pixel_size has shape {apix.shape}, expected () or {theta.shape}")
+        if apix.ndim > 1:
+            raise ValueError(f"pixel_size has shape {apix.shape}, expected () or {theta.shape}")
         psi, origin_px = internal_to_relion(theta, center_px)
         return cls(z_mean=np.asarray(z_mean, np.float32), z_std=np.asarray(z_std, np.float32),
-                   theta=theta, center_px=center_px, psi_deg=psi, origin_A=origin_px * pixel_size,
+                   theta=theta, center_px=center_px, psi_deg=psi,
+                   origin_A=origin_px * (apix[:, None] if apix.ndim == 1 else apix),
                    prob=None if prob is None else np.asarray(prob, np.float64))
 
     def __len__(self) -> int:

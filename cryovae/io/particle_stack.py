@@ -26,6 +26,11 @@ class ParticleStack:
     relion_version : ``"3.0"`` or ``"3.1"`` for star input, else None.
     stack_refs : the image files as written in the particle file, one per distinct file.
     stack_paths : where each was found (None when missing).
+    stack_found_via : how each was found, one of ``cryovae.io.particles.FOUND_VIA``
+        (``"cwd"``: relative to :attr:`cwd`, RELION's project convention; ``"file"``: relative
+        to the particle file's folder; ``"project"``: relative to a ``.cs`` file's folder's
+        parent; ``"datadir"``/``"datadir-basename"``; ``"absolute"``), None when missing.
+    cwd : the (absolute) project folder relative paths were tried from first.
     file_index : (n,) int, which of ``stack_refs`` each particle lives in.
     image_index : (n,) int, 0-based image number inside that file.
     pixel_sizes : (n,) float Å/pixel of each particle, or None when unknown.
@@ -36,7 +41,8 @@ class ParticleStack:
                  data_block: str, optics_block: str | None, relion_version: str | None,
                  stack_refs: list[str], stack_paths: list[Path | None], file_index: np.ndarray,
                  image_index: np.ndarray, pixel_sizes: np.ndarray | None, box_known: int | None,
-                 version_comment: int | None = None):
+                 version_comment: int | None = None, stack_found_via: list[str | None] | None = None,
+                 cwd: Path | None = None):
         self.path = path
         self.source_kind = source_kind
         self.table = table
@@ -47,6 +53,9 @@ class ParticleStack:
         self.version_comment = version_comment
         self.stack_refs = stack_refs
         self.stack_paths = stack_paths
+        self.stack_found_via = (list(stack_found_via) if stack_found_via is not None
+                                else ["file" if p is not None else None for p in stack_paths])
+        self.cwd = (Path.cwd() if cwd is None else Path(cwd)).absolute()
         self.file_index = file_index
         self.image_index = image_index
         self.pixel_sizes = pixel_sizes
@@ -98,7 +107,7 @@ class ParticleStack:
         if missing:
             more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
             raise InputFileError(f"{self.path}: stack {missing[0]}{more} not found "
-                                 "(looked beside the file and under --datadir)")
+                                 "(looked in the current folder, beside the file and under --datadir)")
 
     # ----------------------------------------------------------------- images
     def images(self, idx) -> np.ndarray:
@@ -131,7 +140,7 @@ class ParticleStack:
             stack_path = self.stack_paths[f]
             if stack_path is None:
                 raise InputFileError(f"{self.path}: stack {self.stack_refs[f]} not found "
-                                     "(looked beside the file and under --datadir)")
+                                     "(looked in the current folder, beside the file and under --datadir)")
             block = self._cache.read(stack_path, self.image_index[sel[where]])
             if not np.isfinite(block).all():
                 bad = int(np.flatnonzero(~np.isfinite(block).reshape(len(block), -1).all(axis=1))[0])

@@ -4,9 +4,12 @@ Accepted inputs: RELION 3.0 star (one data block), RELION 3.1/4/5 star (``data_o
 into each particle through ``rlnOpticsGroup``), cryoSPARC ``.cs``, and a bare ``.mrcs``/``.mrc``.
 Images are read lazily from memory-mapped stacks, in batches.
 
-Path resolution of ``index@stack`` (index 1-based) and of ``.cs`` ``blob/path``: the path as
-written (relative to the particle file's folder), then under ``datadir``, then the file's
-basename under ``datadir``.
+Path resolution of ``index@stack`` (index 1-based) and of ``.cs`` ``blob/path``
+(:func:`locate_stack`): an absolute path as written; a relative one first from the project
+folder (the current folder, as RELION does), then from the particle file's folder (as cryoDRGN
+does), for ``.cs`` then from that folder's parent (the cryoSPARC project folder holding the job
+folders), then under ``datadir``, then the file's basename under ``datadir``. How each stack was
+found is kept in :attr:`ParticleStack.stack_found_via`; the star writer needs it.
 """
 
 from __future__ import annotations
@@ -30,22 +33,53 @@ CS_SUFFIXES = (".cs",)
 MRC_SUFFIXES = (".mrcs", ".mrc", ".st", ".map")
 
 
-def resolve_stack(ref: str, base_dir: Path, datadir: Path | None) -> Path | None:
-    """Find the file a particle table refers to, or None.
+#: how a stack reference was found (:attr:`ParticleStack.stack_found_via`)
+FOUND_VIA = ("absolute", "cwd", "file", "project", "datadir", "datadir-basename")
 
-    Order: ``ref`` as written (relative to ``base_dir`` unless absolute), ``datadir/ref``,
-    ``datadir/basename(ref)``.
+
+def locate_stack(ref: str, base_dir: Path, datadir: Path | None, cwd: Path | None = None,
+                 project_dir: Path | None = None) -> tuple[Path | None, str | None]:
+    """Find the file a particle table refers to, and how it was found.
+
+    Parameters
+    ----------
+    ref : the path as written (``blob/path`` without its ``>``, or the part of ``rlnImageName``
+        after ``@``).
+    base_dir : the particle file's folder.
+    datadir : ``--datadir``, or None.
+    cwd : the project folder relative paths are tried from first (RELION's convention);
+        None: the current folder.
+    project_dir : another folder to try after ``base_dir`` (the cryoSPARC project folder for a
+        ``.cs``), or None.
+
+    Returns
+    -------
+    (path, how) : the file found (absolute when found from ``cwd``) and one of
+        :data:`FOUND_VIA`; ``(None, None)`` when it is nowhere.
     """
     written = Path(ref)
-    candidates = [written if written.is_absolute() else base_dir / written]
+    candidates: list[tuple[Path, str]] = []
+    if written.is_absolute():
+        candidates.append((written, "absolute"))
+    else:
+        candidates.append(((Path.cwd() if cwd is None else Path(cwd)).absolute() / written, "cwd"))
+        candidates.append((base_dir / written, "file"))
+        if project_dir is not None:
+            candidates.append((project_dir / written, "project"))
     if datadir is not None:
         if not written.is_absolute():
-            candidates.append(datadir / written)
-        candidates.append(datadir / written.name)
-    for cand in candidates:
+            candidates.append((datadir / written, "datadir"))
+        candidates.append((datadir / written.name, "datadir-basename"))
+    for cand, how in candidates:
         if cand.is_file():
-            return cand
-    return None
+            return cand, how
+    return None, None
+
+
+def resolve_stack(ref: str, base_dir: Path, datadir: Path | None, cwd: Path | None = None,
+                  project_dir: Path | None = None) -> Path | None:
+    """The file a particle table refers to, or None (:func:`locate_stack` without the how)."""
+    return locate_stack(ref, base_dir, datadir, cwd, project_dir)[0]
 
 
 def _split_image_names(names: pd.Series, path: Path) -> tuple[np.ndarray, list[str]]:
@@ -145,14 +179,15 @@ def _finish_pixel_sizes(path: Path, n: int, from_table: np.ndarray | None, voxel
     return None
 
 
-def _read_star(path: Path, datadir: Path | None, apix: float | None) -> ParticleStack:
+def _read_star(path: Path, datadir: Path | None, apix: float | None, cwd: Path) -> ParticleStack:
     star = read_star_particles(path)
     particles = star.particles
     table = _merge_optics(path, particles, star.optics) if star.optics is not None else particles.copy()
     image_index, refs_per_particle = _split_image_names(particles["rlnImageName"], path)
     codes, uniques = pd.factorize(pd.Series(refs_per_particle, dtype=object))
     refs = [str(u) for u in uniques]
-    stack_paths = [resolve_stack(r, path.parent, datadir) for r in refs]
+    found = [locate_stack(r, path.parent, datadir, cwd) for r in refs]
+    stack_paths = [f[0] for f in found]
     box_hdr, voxel = _check_index_and_box(path, refs, stack_paths, codes.astype(np.int64), image_index)
     box_tab = _box_from_table(path, table)
     if box_hdr is not None and box_tab is not None and box_hdr != box_tab:
@@ -162,14 +197,16 @@ def _read_star(path: Path, datadir: Path | None, apix: float | None) -> Particle
     return ParticleStack(path, "relion31" if star.version == "3.1" else "relion30", table, star.blocks,
                          star.data_block, star.optics_block, star.version, refs, stack_paths,
                          codes.astype(np.int64), image_index, pixel_sizes,
-                         box_hdr if box_hdr is not None else box_tab, star.version_comment)
+                         box_hdr if box_hdr is not None else box_tab, star.version_comment,
+                         stack_found_via=[f[1] for f in found], cwd=cwd)
 
 
-def _read_cs(path: Path, datadir: Path | None, apix: float | None) -> ParticleStack:
+def _read_cs(path: Path, datadir: Path | None, apix: float | None, cwd: Path) -> ParticleStack:
     cs = read_cs(path)
     codes, uniques = pd.factorize(pd.Series(cs.stack_refs, dtype=object))
     refs = [str(u) for u in uniques]
-    stack_paths = [resolve_stack(r, path.parent, datadir) for r in refs]
+    found = [locate_stack(r, path.parent, datadir, cwd, project_dir=path.absolute().parent.parent) for r in refs]
+    stack_paths = [f[0] for f in found]
     box_hdr, _ = _check_index_and_box(path, refs, stack_paths, codes.astype(np.int64), cs.image_index)
     table = _merge_optics(path, cs.particles, cs.optics)
     box_tab = _box_from_table(path, table)
@@ -180,7 +217,8 @@ def _read_cs(path: Path, datadir: Path | None, apix: float | None) -> ParticleSt
     blocks = {"optics": cs.optics, "particles": particles}
     return ParticleStack(path, "cryosparc", table, blocks, "particles", "optics", None, refs, stack_paths,
                          codes.astype(np.int64), cs.image_index, pixel_sizes,
-                         box_hdr if box_hdr is not None else box_tab)
+                         box_hdr if box_hdr is not None else box_tab,
+                         stack_found_via=[f[1] for f in found], cwd=cwd)
 
 
 def _read_mrc(path: Path, apix: float | None) -> ParticleStack:
@@ -198,11 +236,11 @@ def _read_mrc(path: Path, apix: float | None) -> ParticleStack:
     table = _merge_optics(path, particles, optics)
     return ParticleStack(path, "mrcs", table, {"optics": optics, "particles": particles}, "particles", "optics",
                          None, [path.name], [path], np.zeros(n, dtype=np.int64), np.arange(n, dtype=np.int64),
-                         pixel_sizes, header.nx)
+                         pixel_sizes, header.nx, stack_found_via=["file"], cwd=Path.cwd().absolute())
 
 
 def read_particles(path: str | Path, datadir: str | Path | None = None, apix: float | None = None,
-                   preload: bool = False) -> ParticleStack:
+                   preload: bool = False, project_dir: str | Path | None = None) -> ParticleStack:
     """Open a particle file without loading its images.
 
     Parameters
@@ -211,6 +249,8 @@ def read_particles(path: str | Path, datadir: str | Path | None = None, apix: fl
     datadir : folder to look for the image stacks in when they are not where the file says.
     apix : Å/pixel; overrides every pixel size found in the file or headers.
     preload : read every image into RAM now.
+    project_dir : the folder relative stack paths are tried from first (RELION's project
+        folder); None: the current folder. A resumed run passes the folder it started in.
 
     Returns
     -------
@@ -232,11 +272,12 @@ def read_particles(path: str | Path, datadir: str | Path | None = None, apix: fl
     ddir = Path(datadir) if datadir is not None else None
     if ddir is not None and not ddir.is_dir():
         raise InputFileError(f"{ddir}: --datadir is not a folder")
+    cwd = (Path.cwd() if project_dir is None else Path(project_dir)).absolute()
     suffix = path.suffix.lower()
     if suffix in STAR_SUFFIXES:
-        stack = _read_star(path, ddir, apix)
+        stack = _read_star(path, ddir, apix, cwd)
     elif suffix in CS_SUFFIXES:
-        stack = _read_cs(path, ddir, apix)
+        stack = _read_cs(path, ddir, apix, cwd)
     elif suffix in MRC_SUFFIXES:
         stack = _read_mrc(path, apix)
     else:

@@ -106,26 +106,29 @@ def _file_logger(rundir: Path) -> logging.Handler:
     return handler
 
 
-def write_star(stack, latents: Latents, out_star: Path) -> Path:
-    """The input star plus rlnAnglePsi, rlnOriginX/YAngst, cryovaeZ1..n and cryovaeProb."""
+def write_star(stack, latents: Latents, out_star: Path, absolute_paths: bool = False) -> Path:
+    """The input star plus rlnAnglePsi, rlnOriginX/YAngst, cryovaeZ1..n and cryovaeProb
+    (``absolute_paths``: absolute stack paths in rlnImageName)."""
     from cryovae.io import write_particles_star
 
     extra = {"cryovaeProb": latents.prob} if latents.prob is not None else None
     write_particles_star(stack, Path(out_star), psi_deg=latents.psi_deg, origin_A=latents.origin_A,
-                         latents=latents.z_mean if latents.z_mean.shape[1] else None, extra=extra)
+                         latents=latents.z_mean if latents.z_mean.shape[1] else None, extra=extra,
+                         absolute_paths=absolute_paths)
     return Path(out_star)
 
 
-def write_results(rundir: Path, stack, latents: Latents) -> Path:
+def write_results(rundir: Path, stack, latents: Latents, absolute_paths: bool = False) -> Path:
     """RUNDIR/latents.npz and RUNDIR/particles.star."""
     latents.save(Path(rundir) / LATENTS)
-    return write_star(stack, latents, Path(rundir) / STAR)
+    return write_star(stack, latents, Path(rundir) / STAR, absolute_paths)
 
 
 def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig | None,
               train_cfg: TrainConfig | None, preprocess: dict | None = None, device: str = "auto",
               resume: bool = False, datadir: str | Path | None = None, command_line: str | None = None,
-              epochs: int | None = None, progress: bool = True, auto_box: bool = False) -> FitResult:
+              epochs: int | None = None, progress: bool = True, auto_box: bool = False,
+              absolute_paths: bool | None = None) -> FitResult:
     """Train on a particle file and write every output into ``rundir``.
 
     Parameters
@@ -141,6 +144,11 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
     epochs : on resume, a new total number of epochs (None keeps the saved one).
     auto_box : replace ``model_cfg.box`` by :func:`default_model_box` of the images (``train``
         without ``--box``).
+    absolute_paths : write absolute stack paths into particles.star (None: False, or on resume
+        the run's own choice).
+
+    Relative stack paths are looked up from the folder the run was started in first (saved in
+    config.yaml as ``input.project_dir``), so a resumed run finds them from any folder.
     """
     from cryovae.io import read_particles
 
@@ -151,6 +159,9 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
             run_cfg = replace(run_cfg, train=replace(run_cfg.train, epochs=int(epochs)))
         particles = Path(run_cfg.input.get("particles", particles))
         datadir = run_cfg.input.get("datadir", datadir)
+        project_dir = run_cfg.input.get("project_dir")
+        if absolute_paths is None:
+            absolute_paths = bool(run_cfg.input.get("absolute_paths", False))
     else:
         if model_cfg is None or train_cfg is None:
             raise CryovaeError("a new run needs model and training options")
@@ -158,10 +169,11 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
         model_cfg.validate()
         if rundir.exists() and (rundir / "checkpoint.pt").exists():
             raise CryovaeError(f"{rundir}: already holds a run; use --resume or another -o")
+        project_dir = str(Path.cwd().absolute())
     rundir.mkdir(parents=True, exist_ok=True)
     handler = _file_logger(rundir)
     try:
-        stack = read_particles(particles, datadir=datadir)
+        stack = read_particles(particles, datadir=datadir, project_dir=project_dir)
         if not resume:
             if auto_box:
                 model_cfg = replace(model_cfg, box=default_model_box(stack.box, particles))
@@ -171,7 +183,8 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
             model_cfg = replace(model_cfg, pixel_size=pixel_size)
             run_cfg = RunConfig(model=model_cfg, train=train_cfg, preprocess=pre, device=str(device),
                                 input={"particles": str(Path(particles).resolve()),
-                                       "datadir": None if datadir is None else str(datadir),
+                                       "datadir": None if datadir is None else str(Path(datadir).absolute()),
+                                       "project_dir": project_dir, "absolute_paths": bool(absolute_paths),
                                        "n_particles": len(stack), "box": int(stack.box),
                                        "pixel_size": float(stack.pixel_size)})
         write_run_config(rundir, run_cfg, command_line)
@@ -186,7 +199,7 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
             log.info("refining every particle's pose and z (%d steps)", run_cfg.train.refine_steps)
             latents = refine_latents(result.model, images, latents, RefineConfig(steps=run_cfg.train.refine_steps),
                                      ctf_params=ctf, device=dev, progress=progress)
-        star = write_results(rundir, stack, latents)
+        star = write_results(rundir, stack, latents, bool(absolute_paths))
         log.info("best epoch %d; wrote %s and %s", result.best_epoch, star, rundir / LATENTS)
         return result
     finally:
