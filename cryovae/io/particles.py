@@ -180,7 +180,7 @@ def _read_cs(path: Path, datadir: Path | None, apix: float | None) -> ParticleSt
     blocks = {"optics": cs.optics, "particles": particles}
     return ParticleStack(path, "cryosparc", table, blocks, "particles", "optics", None, refs, stack_paths,
                          codes.astype(np.int64), cs.image_index, pixel_sizes,
-                         box_hdr if box_hdr is not None else box_tab)
+                         box_hdr if box_hdr is not None else box_tab, cs_array=cs.array)
 
 
 def _read_mrc(path: Path, apix: float | None) -> ParticleStack:
