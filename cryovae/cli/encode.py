@@ -1,6 +1,7 @@
-"""Apply a trained run to a particle file; write a star with poses and latents.
+"""Apply a trained run to a particle file; write a star (or cryoSPARC .cs) with poses and latents.
 
 Example: cryovae encode run1 more_particles.star -o more_encoded.star
+         cryovae encode run1 particles.cs -o encoded.cs   (writes encoded.cs + encoded.csg)
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import click
 @click.command("encode")
 @click.argument("rundir", type=click.Path(file_okay=False))
 @click.argument("particles", type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Output star.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Output: .star (RELION) or .cs (cryoSPARC; a .csg result group goes beside it).")
 @click.option("--latents", "latents_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the latents (.npz).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -28,15 +30,16 @@ def command(rundir, particles, output, latents_path, device, batch_size, datadir
     """Encode PARTICLES with the model in RUNDIR (preprocessed to the run's box and pixel size)."""
     from cryovae.inference import RefineConfig, TrainedRun, encode_stack
     from cryovae.io import read_particles
-    from cryovae.training.run import stack_ctf, write_star
+    from cryovae.training.run import check_output, stack_ctf, write_particles
 
+    check_output(output)
     run = TrainedRun.load(rundir, device=device, weights=weights)
     refine = RefineConfig(steps=run.config.train.refine_steps if refine_steps is None else refine_steps)
     refine.validate()
     stack = read_particles(particles, datadir=datadir)
     ctf = stack_ctf(stack, str(particles)) if run.config.model.ctf and refine.steps else None
     latents = encode_stack(run, stack, batch_size=batch_size, refine=refine, ctf_params=ctf)
-    write_star(stack, latents, Path(output), absolute_paths=absolute_paths)
+    write_particles(stack, latents, Path(output), absolute_paths=absolute_paths)
     if latents_path:
         latents.save(Path(latents_path))
     click.echo(output)

@@ -35,12 +35,15 @@ class CsParticles:
         ``.cs`` field under its own name (``blob/idx``, ``alignments2D/pose``, ...).
     optics : one row per optics group: rlnOpticsGroup, rlnOpticsGroupName, rlnImagePixelSize,
         rlnImageSize, rlnImageDimensionality and the CTF optics values present.
+    array : (n,) the structured array as read (every field, its order and dtype), so a writer
+        can pass the fields cryovae does not use through unchanged.
     """
 
     stack_refs: np.ndarray
     image_index: np.ndarray
     particles: pd.DataFrame
     optics: pd.DataFrame
+    array: np.ndarray
 
 
 def _f64(values: np.ndarray) -> np.ndarray:
@@ -104,4 +107,4 @@ def read_cs(path: str | Path) -> CsParticles:
     optics.insert(1, "rlnOpticsGroupName", [f"opticsGroup{g}" for g in optics["rlnOpticsGroup"]])
     optics["rlnImageDimensionality"] = 2
     return CsParticles(stack_refs=refs, image_index=np.asarray(arr["blob/idx"], dtype=np.int64),
-                       particles=particles, optics=optics)
+                       particles=particles, optics=optics, array=arr)

@@ -35,6 +35,8 @@ class ParticleStack:
     image_index : (n,) int, 0-based image number inside that file.
     pixel_sizes : (n,) float Å/pixel of each particle, or None when unknown.
     box_known : image size in pixels, or None when no stack was found and the table has no size.
+    cs_array : ``.cs`` input only: the (n,) structured array as read (all fields, input order and
+        dtypes), passed through by :func:`cryovae.io.write_particles_cs`; None otherwise.
     """
 
     def __init__(self, path: Path, source_kind: str, table: pd.DataFrame, blocks: dict[str, pd.DataFrame],
@@ -42,7 +44,7 @@ class ParticleStack:
                  stack_refs: list[str], stack_paths: list[Path | None], file_index: np.ndarray,
                  image_index: np.ndarray, pixel_sizes: np.ndarray | None, box_known: int | None,
                  version_comment: int | None = None, stack_found_via: list[str | None] | None = None,
-                 cwd: Path | None = None):
+                 cwd: Path | None = None, cs_array: np.ndarray | None = None):
         self.path = path
         self.source_kind = source_kind
         self.table = table
@@ -51,6 +53,7 @@ class ParticleStack:
         self.optics_block = optics_block
         self.relion_version = relion_version
         self.version_comment = version_comment
+        self.cs_array = cs_array
         self.stack_refs = stack_refs
         self.stack_paths = stack_paths
         self.stack_found_via = (list(stack_found_via) if stack_found_via is not None

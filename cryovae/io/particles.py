@@ -218,7 +218,7 @@ def _read_cs(path: Path, datadir: Path | None, apix: float | None, cwd: Path) ->
     return ParticleStack(path, "cryosparc", table, blocks, "particles", "optics", None, refs, stack_paths,
                          codes.astype(np.int64), cs.image_index, pixel_sizes,
                          box_hdr if box_hdr is not None else box_tab,
-                         stack_found_via=[f[1] for f in found], cwd=cwd)
+                         stack_found_via=[f[1] for f in found], cwd=cwd, cs_array=cs.array)
 
 
 def _read_mrc(path: Path, apix: float | None) -> ParticleStack:

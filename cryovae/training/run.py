@@ -1,7 +1,8 @@
 """A whole training run on a particle file: read, preprocess once (cached), fit, encode, write.
 
 ``RUNDIR`` receives config.yaml, images.npy (the preprocessed stack, reused on resume),
-checkpoint.pt, best.pt, metrics.csv, train.log, then latents.npz and particles.star.
+checkpoint.pt, best.pt, metrics.csv, train.log, then latents.npz and particles.star (and, for
+a cryoSPARC ``.cs`` input, particles.cs + particles.csg).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ log = logging.getLogger(__name__)
 IMAGES_CACHE = "images.npy"
 LATENTS = "latents.npz"
 STAR = "particles.star"
+CS = "particles.cs"
+#: Output particle files cryovae writes, by suffix.
+OUTPUT_SUFFIXES = (".star", ".cs")
 LOG = "train.log"
 #: the default model box: images up to this size are used as they are, larger ones Fourier-cropped to it
 DEFAULT_MAX_BOX = 40
@@ -118,10 +122,43 @@ def write_star(stack, latents: Latents, out_star: Path, absolute_paths: bool = F
     return Path(out_star)
 
 
+def write_cs(stack, latents: Latents, out_cs: Path) -> Path:
+    """cryoSPARC results: ``out_cs`` (alignments2D pose/shift, cryovae/z1..n, cryovae/prob) + .csg."""
+    from cryovae.io import write_particles_cs
+
+    extra = {"cryovaeProb": latents.prob} if latents.prob is not None else None
+    write_particles_cs(stack, Path(out_cs), psi_deg=latents.psi_deg, origin_A=latents.origin_A,
+                       latents=latents.z_mean if latents.z_mean.shape[1] else None, extra=extra)
+    return Path(out_cs)
+
+
+def check_output(path: str | Path) -> Path:
+    """``path`` if cryovae writes its kind (.star, .cs), else a one-line CryovaeError."""
+    path = Path(path)
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise CryovaeError(f"{path}: unknown output type '{path.suffix}' (use .star for RELION or .cs for "
+                           "cryoSPARC)")
+    return path
+
+
+def write_particles(stack, latents: Latents, out: Path, absolute_paths: bool = False) -> Path:
+    """Write ``out`` as a RELION star or cryoSPARC .cs (+ .csg), chosen by its suffix.
+
+    ``absolute_paths`` applies to a star; a .cs always holds absolute paths to the stacks found.
+    """
+    out = check_output(out)
+    if out.suffix.lower() == ".cs":
+        return write_cs(stack, latents, out)
+    return write_star(stack, latents, out, absolute_paths)
+
+
 def write_results(rundir: Path, stack, latents: Latents, absolute_paths: bool = False) -> Path:
-    """RUNDIR/latents.npz and RUNDIR/particles.star."""
+    """RUNDIR/latents.npz and RUNDIR/particles.star (+ particles.cs/.csg for a .cs input)."""
     latents.save(Path(rundir) / LATENTS)
-    return write_star(stack, latents, Path(rundir) / STAR, absolute_paths)
+    star = write_star(stack, latents, Path(rundir) / STAR, absolute_paths)
+    if stack.source_kind == "cryosparc":
+        write_cs(stack, latents, Path(rundir) / CS)
+    return star
 
 
 def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig | None,
