@@ -136,3 +136,22 @@ def test_recentring_again_sets_the_same_centre(sample):
     again = recenter_template(run.model, images, max_particles=64)  # from a non-zero buffer
     np.testing.assert_allclose(again, first, atol=1e-6)
     assert np.hypot(*first) > 1.0
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from _tiny_run import tiny_run_dir
+
+    return tiny_run_dir(tmp_path_factory.getbasetemp() / "tiny_run")
+
+
+def test_train_stores_the_template_centre_in_both_checkpoints_and_logs_it(tiny_run):
+    stored = [load_checkpoint(tiny_run / name)["model"]["generator.template_center"].numpy()
+              for name in ("best.pt", "checkpoint.pt")]
+    np.testing.assert_array_equal(stored[0], stored[1])
+    run = TrainedRun.load(tiny_run)
+    np.testing.assert_array_equal(run.model.generator.template_center.numpy(), stored[0])
+    recomputed = recenter_template(run.model, np.load(tiny_run / "images.npy"))
+    np.testing.assert_allclose(recomputed, stored[0], atol=1e-5)
+    assert np.any(stored[0] != 0)
+    assert "template centre: (" in (tiny_run / "train.log").read_text()
