@@ -2,7 +2,15 @@
 
 Pose enters only through the coordinates, in the internal convention of
 :mod:`cryovae.geometry`: the image of a particle with rotation ``theta`` and centre ``c`` is
-``image(p) = g(R(theta) (p - c) / (box/2), z)``.
+``image(p) = g((R(theta) (p - c) + m) / (box/2), z)``.
+
+``m`` is the generator's ``template_center`` buffer (model pixels, template frame; 0 while
+training): where the trained network happened to put the particle's centre in its pose-free image
+``g(p / (box/2), z)``. With it, the pose-free decode ``(theta, c) = (0, 0)`` is centred on the box
+and ``c`` is the particle's centre in the image. The encoders read poses in the network's own
+(un-centred) frame; :meth:`SpatialGenerator.centred_pose` turns such a centre ``c`` into
+``c + R(-theta) m``, which renders the identical image. This module is the only place that knows
+about ``m`` (set by :func:`cryovae.inference.recenter_template`).
 """
 
 from __future__ import annotations
@@ -20,8 +28,9 @@ def make_activation(name: str) -> nn.Module:
     return {"relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.1), "tanh": nn.Tanh}[name]()
 
 
-def pose_coordinates(coords: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor, box: int) -> torch.Tensor:
-    """Template coordinates ``u = R(theta) (p - c) / (box/2)`` of every pixel.
+def pose_coordinates(coords: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor, box: int,
+                     template_center: torch.Tensor | None = None) -> torch.Tensor:
+    """Template coordinates ``u = (R(theta) (p - c) + m) / (box/2)`` of every pixel.
 
     Parameters
     ----------
@@ -29,6 +38,7 @@ def pose_coordinates(coords: torch.Tensor, theta: torch.Tensor, center_px: torch
     theta : (B,) rotation in radians.
     center_px : (B, 2) particle centre ``(cx, cy)`` in pixels.
     box : image size in pixels.
+    template_center : (2,) ``m``, the network's template centre in pixels (None: 0).
 
     Returns
     -------
@@ -38,6 +48,9 @@ def pose_coordinates(coords: torch.Tensor, theta: torch.Tensor, center_px: torch
     cos, sin = torch.cos(theta)[:, None], torch.sin(theta)[:, None]
     ux = cos * q[..., 0] - sin * q[..., 1]
     uy = sin * q[..., 0] + cos * q[..., 1]
+    if template_center is not None:
+        ux = ux + template_center[0]
+        uy = uy + template_center[1]
     return torch.stack([ux, uy], dim=-1) / (box / 2)
 
 
@@ -57,6 +70,10 @@ class SpatialGenerator(nn.Module):
     fourier_features, fourier_scale : number of frequencies and their std (cycles per unit).
     activation : "relu", "leaky_relu" or "tanh".
     pixel_noise : also output a per-pixel log sigma.
+
+    Buffers: ``coords``, ``freqs`` and ``template_center`` (2,) ``m`` in pixels (see the
+    module docstring; 0 until :func:`cryovae.inference.recenter_template` sets it; a state dict saved
+    before it existed loads with 0).
     """
 
     def __init__(self, box: int, zdim: int, hidden: int, layers: int, fourier_features: int,
@@ -64,6 +81,7 @@ class SpatialGenerator(nn.Module):
         super().__init__()
         self.box, self.zdim, self.pixel_noise = box, zdim, pixel_noise
         self.register_buffer("coords", torch.from_numpy(pixel_coordinates(box)))
+        self.register_buffer("template_center", torch.zeros(2))
         if fourier_features > 0:
             gen = torch.Generator().manual_seed(0)
             freqs = torch.randn(fourier_features, 2, generator=gen) * fourier_scale
@@ -79,6 +97,24 @@ class SpatialGenerator(nn.Module):
             body += [nn.Linear(hidden, hidden), make_activation(activation)]
         body.append(nn.Linear(hidden, 2 if pixel_noise else 1))
         self.body = nn.Sequential(*body)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        # checkpoints written before template_center existed: their template is un-centred (m = 0)
+        state_dict.setdefault(prefix + "template_center", torch.zeros(2))
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+    def centred_pose(self, theta: torch.Tensor, center_px: torch.Tensor) -> torch.Tensor:
+        """The centre ``c + R(-theta) m`` that renders, with ``m``, what ``(theta, c)`` rendered in the
+        network's un-centred frame (an encoder's reading).
+
+        theta : (B,) radians.  center_px : (B, 2) pixels.  Returns (B, 2) pixels.
+        """
+        m = self.template_center.to(center_px.dtype)
+        cos, sin = torch.cos(theta).to(center_px.dtype), torch.sin(theta).to(center_px.dtype)
+        # R(-theta) m = (cos mx + sin my, -sin mx + cos my)
+        return center_px + torch.stack([cos * m[0] + sin * m[1], -sin * m[0] + cos * m[1]], dim=-1)
 
     def features(self, u: torch.Tensor) -> torch.Tensor:
         """(..., 2) coordinates -> (..., in_dim) input features."""
@@ -101,7 +137,7 @@ class SpatialGenerator(nn.Module):
         mean : (B, box, box) pixel means.
         log_sigma : (B, box, box) per-pixel log std, or None for the global noise model.
         """
-        u = pose_coordinates(self.coords, theta, center_px, self.box)
+        u = pose_coordinates(self.coords, theta, center_px, self.box, self.template_center)
         h = self.coord_in(self.features(u))
         if self.z_in is not None and z is not None:
             h = h + self.z_in(z)[:, None, :]

@@ -23,7 +23,8 @@ class Encoding:
     """Deterministic encoding of a batch (posterior means; what is written to the star).
 
     z_mean, z_std : (B, zdim).  theta : (B,) radians in (-pi, pi].
-    center_px : (B, 2) particle centre (cx, cy) in pixels (internal convention).
+    center_px : (B, 2) particle centre (cx, cy) in pixels (internal convention), in the frame of the
+        centred template (``SpatialGenerator.centred_pose`` of the encoder's reading).
     prob : (B,) q(t, r | y) of the chosen cell (TARGET-VAE) or None.
     """
 
@@ -70,6 +71,10 @@ class _VAEBase(nn.Module):
     def decode(self, z: torch.Tensor | None, theta: torch.Tensor, center_px: torch.Tensor,
                ctf: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Generator mean image and its log sigma.
+
+        ``(theta, center_px)`` is a pose in the centred template's frame (what ``infer`` reports;
+        the pose-free image ``(0, 0)`` is centred on the box): the generator adds its
+        ``template_center`` (see :mod:`cryovae.models.generator`).
 
         Parameters
         ----------
@@ -164,7 +169,7 @@ class TargetVAE(_VAEBase):
         z_var = (q[:, None] * (var + mu ** 2)).sum(-1) - z_mean ** 2
         prob = (q * onehot.flatten(1)).sum(1)
         return Encoding(z_mean=z_mean, z_std=z_var.clamp_min(0).sqrt(), theta=wrap_angle(cell.theta_mean),
-                        center_px=cell.center_px, prob=prob)
+                        center_px=self.generator.centred_pose(cell.theta_mean, cell.center_px), prob=prob)
 
 
 class SpatialVAE(_VAEBase):
@@ -182,7 +187,7 @@ class SpatialVAE(_VAEBase):
         post = self.encode(images)
         center = post.center_mu if post.center_mu is not None else images.new_zeros(images.shape[0], 2)
         return Encoding(z_mean=post.z_mu, z_std=post.z_logstd.exp(), theta=wrap_angle(post.theta_mu),
-                        center_px=center, prob=None)
+                        center_px=self.generator.centred_pose(post.theta_mu, center), prob=None)
 
 
 def build_model(cfg: ModelConfig) -> TargetVAE | SpatialVAE:

@@ -101,7 +101,9 @@ def target_elbo(model: TargetVAE, y: torch.Tensor, ctf: torch.Tensor | None = No
         z = z + cell.z_logstd.exp() * _randn(z.shape, z, generator)
     if zero_z:
         z = torch.zeros_like(z)
-    mean, log_sigma = model.decode(z if model.zdim else None, theta, cell.center_px, ctf)
+    # the encoder reads the centre in the network's own frame; the generator decodes centred poses
+    mean, log_sigma = model.decode(z if model.zdim else None, theta,
+                                   model.generator.centred_pose(theta, cell.center_px), ctf)
     recon = gaussian_log_likelihood(y.float(), mean.float(), log_sigma.float())
     parts = target_kl(model, post)
     return ElboTerms(recon=recon, kl=sum(parts.values()), kl_parts=parts)
@@ -140,7 +142,7 @@ def spatial_elbo(model: SpatialVAE, y: torch.Tensor, ctf: torch.Tensor | None = 
         center = y.new_zeros(b, 2)
     if zero_z:
         z = torch.zeros_like(z)
-    mean, log_sigma = model.decode(z if model.zdim else None, theta, center, ctf)
+    mean, log_sigma = model.decode(z if model.zdim else None, theta, model.generator.centred_pose(theta, center), ctf)
     recon = gaussian_log_likelihood(y.float(), mean.float(), log_sigma.float())
     parts = {"kl_theta": kl_theta_uniform(post.theta_logstd, model.cfg.theta_prior_std),
              "kl_z": kl_normal(post.z_mu, post.z_logstd).sum(1)}

@@ -16,12 +16,13 @@ import numpy as np
 from cryovae.errors import CryovaeError
 from cryovae.inference.encode import encode_images
 from cryovae.inference.latents import Latents
+from cryovae.inference.recenter import recenter_template, store_template_center
 from cryovae.inference.refine import RefineConfig, refine_latents
 from cryovae.io.atomic import atomic_path
 from cryovae.models import ModelConfig, ctf_parameters
 from cryovae.training.config import TrainConfig
 from cryovae.training.device import resolve_device
-from cryovae.training.loop import FitResult, fit
+from cryovae.training.loop import BEST, CHECKPOINT, FitResult, fit
 from cryovae.training.rundir import RunConfig, read_run_config, write_run_config
 
 log = logging.getLogger(__name__)
@@ -231,6 +232,8 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
         ctf = stack_ctf(stack, str(particles)) if run_cfg.model.ctf else None
         result = fit(images, run_cfg.model, run_cfg.train, rundir, dev, ctf_params=ctf, resume=resume,
                      progress=progress)
+        recenter_template(result.model, images, dev)  # the pose-free decode on the box centre
+        store_template_center(result.model, [rundir / BEST, rundir / CHECKPOINT])
         latents = encode_images(result.model, images, run_cfg.model.pixel_size, dev)
         if run_cfg.train.refine_steps:
             log.info("refining every particle's pose and z (%d steps)", run_cfg.train.refine_steps)
