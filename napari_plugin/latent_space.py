@@ -80,10 +80,11 @@ def load_session(rundir: str | Path, particles: str | Path | None = None, device
     """
     run = TrainedRun.load(rundir, device=device)
     latents = run.latents() if (Path(rundir) / "latents.npz").exists() else None
-    datadir = None
+    datadir, reading = None, {}
     if particles is None:
         particles, datadir = run_particles(run)
-    stack = read_particles(particles, datadir=datadir) if particles is not None else None
+        reading = {"apix": run.config.input.get("apix"), "skip_bad": bool(run.config.input.get("skip_bad"))}
+    stack = read_particles(particles, datadir=datadir, **reading) if particles is not None else None
     if stack is not None and latents is not None and len(stack) != len(latents):
         raise CryovaeError(f"{stack.path}: {len(stack)} particles but {Path(rundir) / 'latents.npz'} "
                            f"has {len(latents)}; choose the run's particle file or encode this one")

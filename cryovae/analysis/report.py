@@ -141,7 +141,9 @@ def load_particle_images(run, idx: np.ndarray, n: int) -> np.ndarray:
     source = run.config.input.get("particles")
     if not source:
         raise InputFileError(f"{run.rundir}/config.yaml: names no input particles")
-    stack = read_particles(source, datadir=run.config.input.get("datadir"))
+    inp = run.config.input
+    stack = read_particles(source, datadir=inp.get("datadir"), apix=inp.get("apix"),
+                           skip_bad=bool(inp.get("skip_bad", False)))  # as train read it
     if len(stack) != n:
         raise InputFileError(f"{source}: {len(stack)} particles, the run has {n}")
     return run.preprocess(stack.images(np.asarray(idx)))

@@ -202,7 +202,7 @@ def _read_mrc(path: Path, apix: float | None) -> ParticleStack:
 
 
 def read_particles(path: str | Path, datadir: str | Path | None = None, apix: float | None = None,
-                   preload: bool = False) -> ParticleStack:
+                   preload: bool = False, skip_bad: bool = False) -> ParticleStack:
     """Open a particle file without loading its images.
 
     Parameters
@@ -211,6 +211,10 @@ def read_particles(path: str | Path, datadir: str | Path | None = None, apix: fl
     datadir : folder to look for the image stacks in when they are not where the file says.
     apix : Å/pixel; overrides every pixel size found in the file or headers.
     preload : read every image into RAM now.
+    skip_bad : read every image once now and leave out the particles with NaN/infinite pixels
+        or a constant image; they are kept in ``stack.skipped`` (a
+        :class:`~cryovae.io.bad_particles.BadParticles`, rows of the file) and ``stack.rows``
+        names the rows kept. Every particle bad is an error.
 
     Returns
     -------
@@ -222,7 +226,7 @@ def read_particles(path: str | Path, datadir: str | Path | None = None, apix: fl
         Missing or unreadable file, empty star or loop, no ``rlnImageName``, unknown optics
         group, index past the end of a stack, corrupt/truncated MRC, mixed or non-square
         boxes. Missing stacks are *not* an error here (see :meth:`ParticleStack.check_stacks`);
-        reading their images is.
+        reading their images is (and so is a missing stack with ``skip_bad``).
     """
     path = Path(path)
     if not path.exists():
@@ -243,10 +247,32 @@ def read_particles(path: str | Path, datadir: str | Path | None = None, apix: fl
         raise InputFileError(f"{path}: unknown particle file type '{path.suffix}' (use .star, .cs, .mrcs or .mrc)")
     log.debug("%s: %d particles, %s, box %s, %d stack file(s) (%d missing)", path, len(stack), stack.source_kind,
              stack.box_known, len(stack.stack_refs), len(stack.stacks_missing))
+    if skip_bad:
+        stack = _without_bad(stack)
     if preload:
         stack.check_stacks()
         stack.preload()
     return stack
+
+
+def _without_bad(stack: ParticleStack) -> ParticleStack:
+    """``stack`` less its bad particles (``skipped`` set), after one pass over every image."""
+    stack.check_stacks()
+    bad = stack.find_bad()
+    if not len(bad):
+        log.info("%s: --skip-bad: every one of the %d images is good", stack.path, len(stack))
+        stack.skipped = bad
+        return stack
+    if len(bad) == len(stack):
+        values = np.unique(bad.values)
+        if not bad.nonfinite.any() and len(values) == 1:
+            raise InputFileError(f"{stack.path}: every image is constant (all pixels {float(values[0])!r}): nothing to learn")
+        raise InputFileError(f"{stack.path}: every particle is bad ({bad.counts_text()}): nothing left to use")
+    keep = np.setdiff1d(np.arange(len(stack)), np.searchsorted(stack.rows, bad.rows))
+    good = stack.subset(keep)
+    good.skipped = bad
+    stack.close()
+    return good
 
 
 def read_star_table(path: str | Path) -> pd.DataFrame:

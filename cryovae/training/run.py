@@ -38,13 +38,16 @@ def preprocess_stack(stack, preprocess: dict, batch_size: int = 1024, progress: 
     """
     from tqdm.auto import tqdm
 
-    from cryovae.data import PreprocessConfig, preprocess_images
+    from cryovae.data import ConstantImages, PreprocessConfig, preprocess_images
 
     pcfg = PreprocessConfig(**preprocess)
     out = np.empty((len(stack), pcfg.box, pcfg.box), np.float32)
+    constant = ConstantImages(str(stack.path), stack.rows)  # all constant: refused; a few: one warning
     for idx, images in tqdm(stack.chunks(batch_size), desc="preprocessing", disable=not progress,
                             total=-(-len(stack) // batch_size)):
+        constant.add(idx, images)
         out[idx] = preprocess_images(np.asarray(images, np.float32), pcfg)
+    constant.check()
     return out
 
 
@@ -101,7 +104,8 @@ def write_results(rundir: Path, stack, latents: Latents) -> Path:
 def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig | None,
               train_cfg: TrainConfig | None, preprocess: dict | None = None, device: str = "auto",
               resume: bool = False, datadir: str | Path | None = None, command_line: str | None = None,
-              epochs: int | None = None, progress: bool = True) -> FitResult:
+              epochs: int | None = None, progress: bool = True, apix: float | None = None,
+              skip_bad: bool = False) -> FitResult:
     """Train on a particle file and write every output into ``rundir``.
 
     Parameters
@@ -115,8 +119,12 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
     device : "auto", "cpu", "cuda" or "cuda:N".
     resume : continue the run in ``rundir`` from its checkpoint.
     epochs : on resume, a new total number of epochs (None keeps the saved one).
+    datadir, apix, skip_bad : how to read ``particles`` (:func:`cryovae.io.read_particles`);
+        stored in the run config's ``input`` and used again on resume. With ``skip_bad`` the
+        particles left out are listed in RUNDIR/bad_particles.txt and the outputs hold the others.
     """
     from cryovae.io import read_particles
+    from cryovae.io.bad_particles import BAD_LIST, report_skipped
 
     rundir = Path(rundir)
     if resume:
@@ -125,6 +133,8 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
             run_cfg = replace(run_cfg, train=replace(run_cfg.train, epochs=int(epochs)))
         particles = Path(run_cfg.input.get("particles", particles))
         datadir = run_cfg.input.get("datadir", datadir)
+        apix = run_cfg.input.get("apix", apix)
+        skip_bad = bool(run_cfg.input.get("skip_bad", skip_bad))
     else:
         if model_cfg is None or train_cfg is None:
             raise CryovaeError("a new run needs model and training options")
@@ -135,7 +145,8 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
     rundir.mkdir(parents=True, exist_ok=True)
     handler = _file_logger(rundir)
     try:
-        stack = read_particles(particles, datadir=datadir)
+        stack = read_particles(particles, datadir=datadir, apix=apix, skip_bad=skip_bad)
+        report_skipped(stack, rundir / BAD_LIST)
         if not resume:
             pre = {"box": model_cfg.box, **(preprocess or {})}
             pre["box"] = model_cfg.box
@@ -144,6 +155,7 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
             run_cfg = RunConfig(model=model_cfg, train=train_cfg, preprocess=pre, device=str(device),
                                 input={"particles": str(Path(particles).resolve()),
                                        "datadir": None if datadir is None else str(datadir),
+                                       "apix": None if apix is None else float(apix), "skip_bad": bool(skip_bad),
                                        "n_particles": len(stack), "box": int(stack.box),
                                        "pixel_size": float(stack.pixel_size)})
         write_run_config(rundir, run_cfg, command_line)
