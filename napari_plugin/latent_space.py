@@ -18,7 +18,7 @@ from cryovae.analysis.embedding import fit_pca
 from cryovae.analysis.traverse import Traversal, decode_frames, dims_traversal, pc_traversal
 from cryovae.errors import CryovaeError
 from cryovae.inference import Latents, TrainedRun
-from cryovae.io import ParticleStack, read_particles
+from cryovae.io import ParticleStack, read_particles, read_run_particles
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +53,6 @@ class Session:
         return 0 if self.latents is None else len(self.latents)
 
 
-def run_particles(run: TrainedRun) -> tuple[Path | None, Path | None]:
-    """(particle file, datadir) the run was trained on, as its config.yaml records them;
-    (None, None) when the file is no longer there."""
-    given = run.config.input.get("particles")
-    datadir = run.config.input.get("datadir")
-    if given and Path(given).is_file():
-        return Path(given), (Path(datadir) if datadir else None)
-    return None, None
-
-
 def load_session(rundir: str | Path, particles: str | Path | None = None, device: str = "cpu") -> Session:
     """Load a run directory, its latents.npz and its particle file.
 
@@ -80,11 +70,10 @@ def load_session(rundir: str | Path, particles: str | Path | None = None, device
     """
     run = TrainedRun.load(rundir, device=device)
     latents = run.latents() if (Path(rundir) / "latents.npz").exists() else None
-    datadir = project_dir = None
     if particles is None:
-        particles, datadir = run_particles(run)
-        project_dir = run.config.input.get("project_dir")  # where its relative stack paths start
-    stack = read_particles(particles, datadir=datadir, project_dir=project_dir) if particles is not None else None
+        stack = read_run_particles(run.config.input, missing_ok=True)  # read as train read them
+    else:
+        stack = read_particles(particles)
     if stack is not None and latents is not None and len(stack) != len(latents):
         raise CryovaeError(f"{stack.path}: {len(stack)} particles but {Path(rundir) / 'latents.npz'} "
                            f"has {len(latents)}; choose the run's particle file or encode this one")

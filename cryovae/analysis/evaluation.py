@@ -100,6 +100,52 @@ def translation_figure(true_origin_A: np.ndarray, pred_origin_A: np.ndarray, tit
     return fig
 
 
+def _nonfinite(values: dict[str, np.ndarray], source, what: str) -> None:
+    """Raise InputFileError naming ``source``, the rows and the columns with NaN/inf values.
+
+    values : column name -> (n,) floats (rows in file order).  what : "rows" or "particles".
+    """
+    from cryovae.errors import InputFileError
+
+    bad_cols = [name for name, v in values.items() if not np.isfinite(v).all()]
+    if not bad_cols:
+        return
+    bad = np.zeros(len(next(iter(values.values()))), dtype=bool)
+    for name in bad_cols:
+        bad |= ~np.isfinite(values[name])
+    rows = np.flatnonzero(bad) + 1
+    shown = ", ".join(map(str, rows[:5])) + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
+    raise InputFileError(f"{source}: NaN or infinite values in {len(rows)} of {len(bad)} {what} "
+                         f"(row{'s' if len(rows) > 1 else ''} {shown}, 1-based; column{'s' if len(bad_cols) > 1 else ''} "
+                         f"{', '.join(bad_cols)}): the metrics would be NaN; fix or remove those rows")
+
+
+def check_truth_finite(truth, source, with_origins: bool = True) -> None:
+    """Refuse a truth table with NaN/inf in a scored column (``conformation_*``, ``psi_deg``,
+    ``origin_x_A``/``origin_y_A`` when ``with_origins``): one line naming ``source``, the rows
+    (1-based data rows, every row of the file) and the columns."""
+    cols = [c for c in truth.columns if c.startswith("conformation_")] + ["psi_deg"]
+    if with_origins:
+        cols += [c for c in ("origin_x_A", "origin_y_A") if c in truth.columns]
+    import pandas as pd
+
+    _nonfinite({c: pd.to_numeric(truth[c], errors="coerce").to_numpy(dtype=np.float64) for c in cols}, source,
+               "rows")
+
+
+def check_predictions_finite(predicted: dict, source) -> None:
+    """Refuse predictions (from :func:`~cryovae.analysis.metrics.align_predictions`) with NaN/inf
+    latents, psi or origins: one line naming ``source`` (the star), the particles and columns."""
+    z = np.asarray(predicted["z"], dtype=np.float64)
+    z = z.reshape(len(z), -1)
+    values = {f"cryovaeZ{k + 1}": z[:, k] for k in range(z.shape[1])}
+    values["rlnAnglePsi"] = np.asarray(predicted["psi_deg"], dtype=np.float64)
+    if predicted.get("origin_A") is not None:
+        origin = np.asarray(predicted["origin_A"], dtype=np.float64)
+        values["origin x"], values["origin y"] = origin[:, 0], origin[:, 1]
+    _nonfinite(values, source, "particles")
+
+
 def evaluation_report(predicted: dict, truth) -> tuple[dict, dict[str, Figure]]:
     """Metrics and figures of predictions aligned row by row with a truth table.
 

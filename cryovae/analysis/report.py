@@ -136,13 +136,12 @@ def load_particle_images(run, idx: np.ndarray, n: int) -> np.ndarray:
         arr = np.load(cache, mmap_mode="r")
         if arr.shape == (n, run.box, run.box):
             return np.asarray(arr[idx], np.float32)
-    from cryovae.io import read_particles
+    from cryovae.io import read_run_particles
 
     source = run.config.input.get("particles")
     if not source:
         raise InputFileError(f"{run.rundir}/config.yaml: names no input particles")
-    stack = read_particles(source, datadir=run.config.input.get("datadir"),
-                           project_dir=run.config.input.get("project_dir"))
+    stack = read_run_particles(run.config.input)  # as train read it
     if len(stack) != n:
         raise InputFileError(f"{source}: {len(stack)} particles, the run has {n}")
     return run.preprocess(stack.images(np.asarray(idx)))

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from cryovae.cli.options import particle_reading_options
+
 
 @click.command("encode")
 @click.argument("rundir", type=click.Path(file_okay=False))
@@ -20,26 +22,28 @@ import click
               help="Also write the latents (.npz).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--batch-size", type=int, default=256, show_default=True)
-@click.option("--datadir", type=click.Path(file_okay=False), default=None, help="Where the stacks live.")
+@particle_reading_options
 @click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--refine-steps", type=int, default=None,
               help="Steps of per-particle pose and z refinement (0: the encoder's) [the run's, 20].")
 @click.option("--absolute-paths", is_flag=True, help="Write absolute stack paths in rlnImageName.")
-def command(rundir, particles, output, latents_path, device, batch_size, datadir, weights, refine_steps,
-            absolute_paths) -> None:
+def command(rundir, particles, output, latents_path, device, batch_size, datadir, apix, skip_bad, weights,
+            refine_steps, absolute_paths) -> None:
     """Encode PARTICLES with the model in RUNDIR (preprocessed to the run's box and pixel size)."""
     from cryovae.inference import RefineConfig, TrainedRun, encode_stack
     from cryovae.io import read_particles
+    from cryovae.io.bad_particles import bad_list_path, report_skipped
     from cryovae.training.run import check_output, stack_ctf, write_particles
 
     check_output(output)
     run = TrainedRun.load(rundir, device=device, weights=weights)
     refine = RefineConfig(steps=run.config.train.refine_steps if refine_steps is None else refine_steps)
     refine.validate()
-    stack = read_particles(particles, datadir=datadir)
+    stack = read_particles(particles, datadir=datadir, apix=apix, skip_bad=skip_bad)
     ctf = stack_ctf(stack, str(particles)) if run.config.model.ctf and refine.steps else None
     latents = encode_stack(run, stack, batch_size=batch_size, refine=refine, ctf_params=ctf)
     write_particles(stack, latents, Path(output), absolute_paths=absolute_paths)
+    report_skipped(stack, bad_list_path(output))
     if latents_path:
         latents.save(Path(latents_path))
     click.echo(output)

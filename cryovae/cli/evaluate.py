@@ -27,7 +27,11 @@ from cryovae.errors import CryovaeError, InputFileError
 @click.option("--apix", default=None, type=float,
               help="Pixel size (Å) for pixel origins (rlnOriginX/Y) when the star has none.")
 def command(star: Path, truth: Path, outdir: Path | None, apix: float | None) -> None:
-    from cryovae.analysis.evaluation import evaluation_report
+    from cryovae.analysis.evaluation import (
+        check_predictions_finite,
+        check_truth_finite,
+        evaluation_report,
+    )
     from cryovae.analysis.metrics import align_predictions
     from cryovae.simulate import read_truth
 
@@ -37,6 +41,8 @@ def command(star: Path, truth: Path, outdir: Path | None, apix: float | None) ->
         predicted, aligned, how = align_predictions(table, truth_table, apix)
     except ValueError as exc:
         raise InputFileError(f"{star}: {exc}") from None
+    check_truth_finite(truth_table, truth, with_origins=predicted["origin_A"] is not None)  # never NaN metrics
+    check_predictions_finite(predicted, star)
     outdir = outdir if outdir is not None else star.with_name(star.stem + "_evaluation")
     metrics, figures = evaluation_report(predicted, aligned)
     metrics["join"] = how

@@ -11,6 +11,8 @@ from pathlib import Path
 import click
 import numpy as np
 
+from cryovae.cli.options import particle_reading_options
+
 CTF_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnVoltage", "rlnSphericalAberration",
                "rlnAmplitudeContrast", "rlnPhaseShift", "rlnCtfBfactor", "rlnCtfScalefactor")
 
@@ -32,7 +34,18 @@ def summarize(stack) -> dict:
         "stacks_missing": stack.stacks_missing,
         "ctf_columns": [c for c in CTF_COLUMNS if c in stack.table.columns],
         "columns": [str(c) for c in stack.table.columns],
+        **_bad_summary(stack),
     }
+
+
+def _bad_summary(stack) -> dict:
+    """With --skip-bad: the bad particles (1-based rows, reasons); nothing otherwise."""
+    bad = stack.skipped
+    if bad is None:
+        return {}
+    return {"bad_particles": [{"row": int(r) + 1, "image": name, "reason": bad.reason(i)}
+                              for i, (r, name) in enumerate(zip(bad.rows, bad.image_names, strict=True))],
+            "bad_summary": bad.summary() if len(bad) else "none"}
 
 
 def _text(s: dict) -> list[str]:
@@ -47,24 +60,24 @@ def _text(s: dict) -> list[str]:
     if len(s["stacks_missing"]) > 5:
         lines.append(f"  ... and {len(s['stacks_missing']) - 5} more missing (try --datadir)")
     lines.append(f"CTF columns   {', '.join(c.removeprefix('rln') for c in s['ctf_columns']) or 'none'}")
+    if "bad_particles" in s:
+        lines.append(f"bad particles {s['bad_summary']}" if s["bad_particles"] else "bad particles none")
     return lines
 
 
 @click.command(name="info")
 @click.argument("particles", type=click.Path(path_type=Path))
-@click.option("--datadir", type=click.Path(path_type=Path), default=None,
-              help="Folder to look for the image stacks in.")
-@click.option("--apix", type=float, default=None, help="Pixel size in Å (overrides the file).")
+@particle_reading_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
-def command(particles: Path, datadir: Path | None, apix: float | None, as_json: bool) -> None:
+def command(particles: Path, datadir: Path | None, apix: float | None, skip_bad: bool, as_json: bool) -> None:
     """Summarise PARTICLES (.star, .cs, .mrcs, .mrc): count, box, pixel size, optics groups,
-    stacks found or missing, CTF columns.
+    stacks found or missing, CTF columns; with --skip-bad, the bad particles (read every image).
 
     Example: cryovae info particles.star --datadir Extract/ --json
     """
     from cryovae.io import read_particles
 
-    stack = read_particles(particles, datadir=datadir, apix=apix)
+    stack = read_particles(particles, datadir=datadir, apix=apix, skip_bad=skip_bad)
     summary = summarize(stack)
     if as_json:
         click.echo(json.dumps(summary))

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 
 import click
+import numpy as np
 
 from cryovae.errors import CryovaeError
 
@@ -100,7 +101,11 @@ def _read_map(path: Path, apix: float | None):
     from cryovae.io import read_particles
 
     stack = read_particles(path, apix=apix)
-    volume = stack.images(slice(0, len(stack)))
+    if stack.pixel_sizes is None:
+        raise CryovaeError(f"{path}: voxel size unknown (the header has none); pass --volume-apix")
+    volume = stack.images(slice(0, len(stack)), check=False)
+    if not np.isfinite(volume).all():
+        raise CryovaeError(f"{path}: the map has NaN or infinite voxels")
     if volume.ndim != 3 or len(set(volume.shape)) != 1:
         raise CryovaeError(f"{path}: not a cubic 3D map (shape {tuple(volume.shape)})")
     return volume, float(stack.pixel_size)

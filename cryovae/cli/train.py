@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from cryovae.cli.options import particle_reading_options
 from cryovae.errors import CryovaeError
 
 
@@ -69,7 +70,7 @@ def _hidden(value: str | None) -> tuple[int, ...] | None:
 @click.option("--ctf/--no-ctf", default=False, show_default=True, help="Apply each particle's CTF.")
 @click.option("--resume", default=None, is_flag=False, flag_value="", metavar="[RUNDIR]",
               help="Continue a run from its checkpoint: --resume RUNDIR, or --resume -o RUNDIR.")
-@click.option("--datadir", type=click.Path(file_okay=False), default=None, help="Where the stacks live.")
+@particle_reading_options
 @click.option("--invert/--no-invert", default=False, show_default=True, help="Invert contrast when preprocessing.")
 @click.option("--paper-size", is_flag=True, help="The papers' architecture sizes (slow).")
 @click.option("--enc-fields", type=int, default=None, help="TARGET-VAE regular fields [16].")
@@ -96,7 +97,7 @@ def _hidden(value: str | None) -> tuple[int, ...] | None:
 @click.option("--absolute-paths", is_flag=True, default=None,
               help="Write absolute stack paths in particles.star's rlnImageName.")
 def command(particles, outdir, kind, group, zdim, box, epochs, batch_size, lr, device, seed, val_fraction,
-            patience, ctf, resume, datadir, invert, paper_size, enc_fields, enc_kernel, enc_layers,
+            patience, ctf, resume, datadir, apix, skip_bad, invert, paper_size, enc_fields, enc_kernel, enc_layers,
             enc_hidden, gen_hidden, gen_layers, fourier_features, fourier_scale, activation, noise,
             translation_prior, max_shift, theta_prior, no_translation, gumbel_hard, z_delay, rotate_encoder,
             refine_steps, absolute_paths) -> None:
@@ -139,6 +140,6 @@ def command(particles, outdir, kind, group, zdim, box, epochs, batch_size, lr, d
                             rotate_encoder=(kind == "spatial") if rotate_encoder is None else rotate_encoder,
                             refine_steps=refine_steps)
     train_run(particles, outdir, model_cfg, train_cfg, preprocess={"invert": invert}, device=device,
-              datadir=datadir, command_line=command_line, auto_box=box is None,
+              datadir=datadir, apix=apix, skip_bad=skip_bad, command_line=command_line, auto_box=box is None,
               absolute_paths=bool(absolute_paths))
     click.echo(f"{outdir}/particles.star")

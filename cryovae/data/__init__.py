@@ -3,6 +3,7 @@
 from cryovae.data.fourier import check_crop_box, cropped_pixel_size, fourier_crop
 from cryovae.data.preprocess import (
     NORMALIZE_MODES,
+    ConstantImages,
     PreprocessConfig,
     check_finite,
     normalize_images,
@@ -13,6 +14,7 @@ from cryovae.data.stack_files import PreprocessResult, preprocess_particle_file
 
 __all__ = [
     "NORMALIZE_MODES",
+    "ConstantImages",
     "PreprocessConfig",
     "PreprocessResult",
     "check_crop_box",

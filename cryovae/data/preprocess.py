@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from cryovae.data.fourier import check_crop_box, fourier_crop
-from cryovae.errors import CryovaeError
+from cryovae.errors import CryovaeError, InputFileError
+from cryovae.io.bad_particles import bad_masks
+
+log = logging.getLogger(__name__)
 
 NORMALIZE_MODES = ("background", "image", "none")
 
@@ -105,6 +109,50 @@ def normalize_images(images: np.ndarray, mode: str = "background", bg_radius: fl
     std = ref.std(axis=1)
     std = np.where(std > 0, std, 1.0)
     return ((arr - mean[:, None, None]) / std[:, None, None]).astype(np.float32)
+
+
+class ConstantImages:
+    """Finds constant images (one value in every pixel) batch by batch while a stack is read.
+
+    Parameters
+    ----------
+    source : the particle file, named in messages.
+    rows : (n,) 0-based rows of the particles in that file (``ParticleStack.rows``).
+
+    Feed each raw batch to :meth:`add`, then call :meth:`check`.
+    """
+
+    def __init__(self, source: str, rows: np.ndarray):
+        self.source = source
+        self.rows = np.asarray(rows)
+        self.constant = np.zeros(len(self.rows), dtype=bool)
+        self.values = np.zeros(len(self.rows))
+
+    def add(self, idx: np.ndarray, images: np.ndarray) -> None:
+        """Note batch ``images`` (b, N, N) of particles ``idx`` (b,) (0-based positions)."""
+        _, constant = bad_masks(images)
+        self.constant[idx] = constant
+        self.values[idx] = np.asarray(images).reshape(len(images), -1)[:, 0]
+
+    def check(self) -> None:
+        """Refuse a stack of constant images; log one warning line for a few.
+
+        Raises
+        ------
+        InputFileError
+            Every image is constant: ``"PATH: every image is constant (all pixels 0.0): nothing to learn"``.
+        """
+        k = int(self.constant.sum())
+        if k == 0:
+            return
+        if k == len(self.constant):
+            values = np.unique(self.values)
+            what = f"all pixels {float(values[0])!r}" if len(values) == 1 else f"{len(values)} values, e.g. {float(values[0])!r}"
+            raise InputFileError(f"{self.source}: every image is constant ({what}): nothing to learn")
+        rows = self.rows[self.constant] + 1
+        shown = ", ".join(str(int(r)) for r in rows[:5]) + (f" and {k - 5} more" if k > 5 else "")
+        log.warning("%s: %d of %d particles are constant images (rows %s); they carry no signal "
+                    "(--skip-bad leaves them out)", self.source, k, len(self.constant), shown)
 
 
 def check_finite(images: np.ndarray, source: str = "images", first_index: int = 0) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from cryovae.data.preprocess import PreprocessConfig, preprocess_images
+from cryovae.data.preprocess import ConstantImages, PreprocessConfig, preprocess_images
 from cryovae.errors import CryovaeError
 from cryovae.io import (
     ParticleStack,
@@ -85,12 +85,15 @@ def preprocess_particle_file(stack: ParticleStack, cfg: PreprocessConfig, out_st
     new_apix = float(stack.pixel_sizes[0]) * factor
 
     n = len(stack)
+    constant = ConstantImages(str(stack.path), stack.rows)
     with open_stack_for_writing(out_stack, n, box, new_apix) as out:
         with tqdm(total=n, desc="preprocessing", unit="particle", disable=not progress) as bar:
             for idx, images in stack.chunks(batch_size):
+                constant.add(idx, images)
                 out[idx[0]:idx[-1] + 1] = preprocess_images(images, cfg, source=str(stack.path),
                                                             first_index=int(idx[0]))
                 bar.update(len(idx))
+        constant.check()  # every image constant: nothing is written
     version = stack.version_comment if stack.version_comment and stack.version_comment >= 30001 else 30001
     write_star(out_star, blocks, version=version)  # RELION 5 input keeps its 50001
     log.info("wrote %d particles of %d px (%.4g Å/px) to %s and %s", n, box, new_apix, out_stack, out_star)

@@ -8,7 +8,13 @@ Read any particle file (RELION 3.0/3.1+ star, cryoSPARC .cs, bare .mrcs/.mrc) wi
 
 from cryovae.io.atomic import atomic_path, refuse_overwrite_input
 from cryovae.io.cryosparc_write import write_particles_cs
-from cryovae.io.particles import ParticleStack, read_particles, read_star_table, resolve_stack
+from cryovae.io.particles import (
+    ParticleStack,
+    read_particles,
+    read_run_particles,
+    read_star_table,
+    resolve_stack,
+)
 from cryovae.io.particles_star import relion31_blocks, write_particles_star
 from cryovae.io.star import read_star_particles
 from cryovae.io.writers import open_stack_for_writing, write_stack, write_star
@@ -18,6 +24,7 @@ __all__ = [
     "atomic_path",
     "open_stack_for_writing",
     "read_particles",
+    "read_run_particles",
     "read_star_particles",
     "read_star_table",
     "refuse_overwrite_input",

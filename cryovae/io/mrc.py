@@ -2,8 +2,9 @@
 
 Only the header is read when a stack is opened; pixels are read on demand, in batches, so a
 stack larger than RAM can be used. Headers that only open in mrcfile's permissive mode are
-accepted with a logged warning; truncated or unreadable files raise
-:class:`~cryovae.errors.InputFileError` naming the file.
+accepted with a logged warning; truncated or unreadable files, and files whose size does not
+match their header (``1024 + extended header + nx * ny * nz * bytes per voxel of the mode``),
+raise :class:`~cryovae.errors.InputFileError` naming the file.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ log = logging.getLogger(__name__)
 #: IMOD's header stamp; with bit 0 of imodFlags set, mode 0 holds unsigned bytes.
 IMOD_STAMP = 1146047817
 _WARNED: set[Path] = set()
+#: MRC mode -> (bytes per voxel, name); modes 3 and 101 have no numpy dtype and are not read.
+MODE_BYTES = {0: (1, "int8"), 1: (2, "int16"), 2: (4, "float32"), 4: (8, "complex64"), 6: (2, "uint16"),
+              12: (2, "float16")}
+#: bytes per voxel -> the usual mode with that size, named when the data fits another mode.
+_MODE_FOR_BYTES = {1: 0, 2: 1, 4: 2, 8: 4}
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,51 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def _mode_text(mode: int) -> str:
+    return f"mode {mode} ({MODE_BYTES[mode][1]})" if mode in MODE_BYTES else f"mode {mode}"
+
+
+def check_data_size(path: Path, header, file_size: int) -> None:
+    """Raise :class:`InputFileError` unless the file holds exactly the data its header describes.
+
+    Parameters
+    ----------
+    path : named in the message.
+    header : the mrcfile header record (``nx``, ``ny``, ``nz``, ``mode``, ``nsymbt``).
+    file_size : the file's size in bytes.
+
+    The data block must be ``nx * ny * nz * bytes-per-voxel(mode)`` bytes after the 1024-byte
+    header and the ``nsymbt``-byte extended header. A shorter file is truncated; a longer one is
+    refused too (it usually holds pixels of another mode than the header says, or more images):
+    when the size matches another mode, or a whole number of images, the message says so.
+    Unknown modes are left to mrcfile.
+    """
+    mode = int(header.mode)
+    if mode not in MODE_BYTES:
+        return
+    nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+    bpv = MODE_BYTES[mode][0]
+    voxels = nx * ny * nz
+    expected = voxels * bpv
+    data = file_size - 1024 - max(int(header.nsymbt), 0)
+    if data == expected or voxels <= 0:
+        return
+    says = f"header says {nz} x {ny} x {nx} {_mode_text(mode)}"
+    if data > 0 and data % voxels == 0 and data // voxels in _MODE_FOR_BYTES:
+        other = _MODE_FOR_BYTES[data // voxels]
+        raise InputFileError(f"{path}: {says} but the file holds {data} bytes of data, as "
+                             f"{_mode_text(other)} would (pixels written in another mode?)")
+    image = nx * ny * bpv
+    if data > 0 and data % image == 0:
+        raise InputFileError(f"{path}: {says} ({expected} bytes of data) but the file holds {data} bytes, "
+                             f"as {data // image} images would")
+    if data < expected:
+        raise InputFileError(f"{path}: the file is shorter than its header says (truncated?): {says}, "
+                             f"{expected} bytes of data, but it holds {max(data, 0)}")
+    raise InputFileError(f"{path}: {says} ({expected} bytes of data) but the file holds {data} bytes "
+                         f"({data - expected} more than the header describes)")
+
+
 def open_mrc(path: str | Path):
     """Open ``path`` as a read-only ``mrcfile`` memory map.
 
@@ -63,16 +114,23 @@ def open_mrc(path: str | Path):
     Raises
     ------
     InputFileError
-        Missing, empty, truncated or unreadable file (one line naming it).
+        Missing, empty, truncated or unreadable file, or a size that does not match the header
+        (see :func:`check_data_size`), in one line naming it.
     """
     path = Path(path)
     if not path.is_file():
         raise InputFileError(f"{path}: no such file")
+    size = path.stat().st_size
     try:
-        return mrcfile.mmap(path, mode="r"), False
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="MRC file is .* than expected")  # checked below
+            mrc = mrcfile.mmap(path, mode="r")
     except (ValueError, OSError) as strict_exc:
         reason = _first_line(strict_exc)
-    if path.stat().st_size < 1024:
+    else:
+        _checked(mrc, path, size)
+        return mrc, False
+    if size < 1024:
         raise InputFileError(f"{path}: not an MRC file or corrupt header ({reason})")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -80,7 +138,8 @@ def open_mrc(path: str | Path):
             mrc = mrcfile.mmap(path, mode="r", permissive=True)
         except (ValueError, OSError) as exc:
             raise InputFileError(f"{path}: unreadable MRC file ({_first_line(exc)})") from None
-    msgs = [str(w.message) for w in caught]
+    msgs = [str(w.message) for w in caught if "than expected" not in str(w.message)]
+    _checked(mrc, path, size)
     if mrc.data is None:
         mrc.close()
         detail = "; ".join(m for m in msgs if m) or reason
@@ -91,6 +150,16 @@ def open_mrc(path: str | Path):
         _WARNED.add(path)
         log.warning("%s: malformed MRC header, read in permissive mode (%s)", path, "; ".join(msgs) or reason)
     return mrc, True
+
+
+def _checked(mrc, path: Path, size: int):
+    """``mrc`` after :func:`check_data_size`; closed when the check fails."""
+    try:
+        check_data_size(path, mrc.header, size)
+    except InputFileError:
+        mrc.close()
+        raise
+    return mrc
 
 
 def _as_image_array(mrc, path: Path) -> np.ndarray:

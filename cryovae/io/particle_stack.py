@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from cryovae.errors import CryovaeError, InputFileError
+from cryovae.io.bad_particles import BadParticles, bad_masks
 from cryovae.io.mrc import MrcCache
 
 
@@ -37,6 +39,9 @@ class ParticleStack:
     box_known : image size in pixels, or None when no stack was found and the table has no size.
     cs_array : ``.cs`` input only: the (n,) structured array as read (all fields, input order and
         dtypes), passed through by :func:`cryovae.io.write_particles_cs`; None otherwise.
+    rows : (n,) int, 0-based row of each particle in the file's particle table (``arange(n)``
+        unless the stack is a :meth:`subset`); messages name particles by these rows, 1-based.
+    skipped : the particles ``read_particles(..., skip_bad=True)`` left out, or None.
     """
 
     def __init__(self, path: Path, source_kind: str, table: pd.DataFrame, blocks: dict[str, pd.DataFrame],
@@ -63,6 +68,8 @@ class ParticleStack:
         self.image_index = image_index
         self.pixel_sizes = pixel_sizes
         self.box_known = box_known
+        self.rows = np.arange(len(table), dtype=np.int64)
+        self.skipped: BadParticles | None = None
         self._cache = MrcCache()
         self._preloaded: np.ndarray | None = None
 
@@ -113,12 +120,13 @@ class ParticleStack:
                                  "(looked in the current folder, beside the file and under --datadir)")
 
     # ----------------------------------------------------------------- images
-    def images(self, idx) -> np.ndarray:
+    def images(self, idx, check: bool = True) -> np.ndarray:
         """Images of particles ``idx`` as float32.
 
         Parameters
         ----------
         idx : int, slice, integer array or boolean mask over particles (0-based, file order).
+        check : refuse NaN/infinite pixels (False: return them as read).
 
         Returns
         -------
@@ -128,12 +136,19 @@ class ParticleStack:
         Raises
         ------
         InputFileError
-            A needed stack is missing or unreadable, or an image has NaN/infinite pixels.
+            A needed stack is missing or unreadable, or an image has NaN/infinite pixels (the
+            message counts every bad particle of the file and points to ``--skip-bad``).
         """
         sel = np.arange(len(self))[idx]
         if np.ndim(sel) == 0:
-            return self.images(np.array([int(sel)]))[0]
-        sel = np.asarray(sel, dtype=np.int64)
+            return self.images(np.array([int(sel)]), check)[0]
+        out = self._read(np.asarray(sel, dtype=np.int64))
+        if check and not np.isfinite(out).all():
+            raise self._bad_pixels_error()
+        return out
+
+    def _read(self, sel: np.ndarray) -> np.ndarray:
+        """Images ``sel`` (0-based int array) as float32, unchecked."""
         if self._preloaded is not None:
             return self._preloaded[sel]
         out = np.empty((len(sel), self.box, self.box), dtype=np.float32)
@@ -144,14 +159,65 @@ class ParticleStack:
             if stack_path is None:
                 raise InputFileError(f"{self.path}: stack {self.stack_refs[f]} not found "
                                      "(looked in the current folder, beside the file and under --datadir)")
-            block = self._cache.read(stack_path, self.image_index[sel[where]])
-            if not np.isfinite(block).all():
-                bad = int(np.flatnonzero(~np.isfinite(block).reshape(len(block), -1).all(axis=1))[0])
-                k = int(sel[where[bad]])
-                raise InputFileError(f"{stack_path}: image {self.image_index[k] + 1} (particle {k + 1} of "
-                                     f"{self.path.name}) has NaN or infinite pixels")
-            out[where] = block
+            out[where] = self._cache.read(stack_path, self.image_index[sel[where]])
         return out
+
+    def _image_name(self, k: int) -> str:
+        return f"{int(self.image_index[k]) + 1}@{self.stack_refs[int(self.file_index[k])]}"
+
+    def find_bad(self, batch_size: int = 1024) -> BadParticles:
+        """Read every image once and find the bad ones: NaN/infinite pixels or one value only.
+
+        Returns
+        -------
+        BadParticles
+            Rows (of the particle file), image names and reasons; empty when all are good.
+        """
+        nonfinite = np.zeros(len(self), dtype=bool)
+        constant = np.zeros(len(self), dtype=bool)
+        values = np.full(len(self), np.nan)
+        for start in range(0, len(self), batch_size):
+            idx = np.arange(start, min(start + batch_size, len(self)))
+            block = self._read(idx)
+            nonfinite[idx], constant[idx] = bad_masks(block)
+            values[idx[constant[idx]]] = block[constant[idx], 0, 0]
+        bad = np.flatnonzero(nonfinite | constant)
+        return BadParticles(source=self.path, n_total=len(self), rows=self.rows[bad],
+                            image_names=[self._image_name(int(k)) for k in bad], nonfinite=nonfinite[bad],
+                            values=values[bad])
+
+    def _bad_pixels_error(self) -> InputFileError:
+        """The error for NaN/infinite pixels: how many particles are bad, the first, --skip-bad."""
+        bad = self.find_bad()
+        first = int(np.flatnonzero(bad.nonfinite)[0])
+        return InputFileError(
+            f"{self.path}: particle {int(bad.rows[first]) + 1} ({bad.image_names[first]}) has NaN or infinite "
+            f"pixels; {bad.summary()}; pass --skip-bad to leave them out (and list them)")
+
+    def subset(self, keep) -> ParticleStack:
+        """The particles ``keep`` (0-based int array, in the order given) as a new stack.
+
+        The table, the particle block of ``blocks``, the per-particle arrays and ``rows`` are
+        indexed (so messages and lists still name rows of the original file); the optics block
+        and the stack lists are shared. Any other array or table attribute with one row per
+        particle is indexed too.
+        """
+        keep = np.asarray(keep, dtype=np.int64)
+        n = len(self)
+        new = copy.copy(self)
+        for name, value in vars(self).items():
+            if name.startswith("_") or name == "table":
+                continue
+            if isinstance(value, np.ndarray) and value.ndim and len(value) == n:
+                setattr(new, name, value[keep])
+            elif isinstance(value, pd.DataFrame) and len(value) == n:
+                setattr(new, name, value.iloc[keep].reset_index(drop=True))
+        new.table = self.table.iloc[keep].reset_index(drop=True)
+        new.blocks = dict(self.blocks)
+        new.blocks[self.data_block] = self.blocks[self.data_block].iloc[keep].reset_index(drop=True)
+        new._cache = MrcCache()
+        new._preloaded = None if self._preloaded is None else self._preloaded[keep]
+        return new
 
     def chunks(self, batch_size: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Iterate over ``(idx, images)`` in file order, ``batch_size`` particles at a time.

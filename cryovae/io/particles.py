@@ -15,6 +15,7 @@ found is kept in :attr:`ParticleStack.stack_found_via`; the star writer needs it
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -240,7 +241,8 @@ def _read_mrc(path: Path, apix: float | None) -> ParticleStack:
 
 
 def read_particles(path: str | Path, datadir: str | Path | None = None, apix: float | None = None,
-                   preload: bool = False, project_dir: str | Path | None = None) -> ParticleStack:
+                   preload: bool = False, project_dir: str | Path | None = None,
+                   skip_bad: bool = False) -> ParticleStack:
     """Open a particle file without loading its images.
 
     Parameters
@@ -251,6 +253,10 @@ def read_particles(path: str | Path, datadir: str | Path | None = None, apix: fl
     preload : read every image into RAM now.
     project_dir : the folder relative stack paths are tried from first (RELION's project
         folder); None: the current folder. A resumed run passes the folder it started in.
+    skip_bad : read every image once now and leave out the particles with NaN/infinite pixels
+        or a constant image; they are kept in ``stack.skipped`` (a
+        :class:`~cryovae.io.bad_particles.BadParticles`, rows of the file) and ``stack.rows``
+        names the rows kept. Every particle bad is an error.
 
     Returns
     -------
@@ -262,7 +268,7 @@ def read_particles(path: str | Path, datadir: str | Path | None = None, apix: fl
         Missing or unreadable file, empty star or loop, no ``rlnImageName``, unknown optics
         group, index past the end of a stack, corrupt/truncated MRC, mixed or non-square
         boxes. Missing stacks are *not* an error here (see :meth:`ParticleStack.check_stacks`);
-        reading their images is.
+        reading their images is (and so is a missing stack with ``skip_bad``).
     """
     path = Path(path)
     if not path.exists():
@@ -284,10 +290,55 @@ def read_particles(path: str | Path, datadir: str | Path | None = None, apix: fl
         raise InputFileError(f"{path}: unknown particle file type '{path.suffix}' (use .star, .cs, .mrcs or .mrc)")
     log.debug("%s: %d particles, %s, box %s, %d stack file(s) (%d missing)", path, len(stack), stack.source_kind,
              stack.box_known, len(stack.stack_refs), len(stack.stacks_missing))
+    if skip_bad:
+        stack = _without_bad(stack)
     if preload:
         stack.check_stacks()
         stack.preload()
     return stack
+
+
+def _without_bad(stack: ParticleStack) -> ParticleStack:
+    """``stack`` less its bad particles (``skipped`` set), after one pass over every image."""
+    stack.check_stacks()
+    bad = stack.find_bad()
+    if not len(bad):
+        log.info("%s: --skip-bad: every one of the %d images is good", stack.path, len(stack))
+        stack.skipped = bad
+        return stack
+    if len(bad) == len(stack):
+        values = np.unique(bad.values)
+        if not bad.nonfinite.any() and len(values) == 1:
+            raise InputFileError(f"{stack.path}: every image is constant (all pixels {float(values[0])!r}): nothing to learn")
+        raise InputFileError(f"{stack.path}: every particle is bad ({bad.counts_text()}): nothing left to use")
+    keep = np.setdiff1d(np.arange(len(stack)), np.searchsorted(stack.rows, bad.rows))
+    good = stack.subset(keep)
+    good.skipped = bad
+    stack.close()
+    return good
+
+
+def read_run_particles(recorded: Mapping, missing_ok: bool = False) -> ParticleStack | None:
+    """The particles a training run was trained on, read again the way ``train`` read them.
+
+    Parameters
+    ----------
+    recorded : the run's ``config.yaml`` ``input`` mapping: ``particles`` (path), and the reading
+        options ``datadir``, ``project_dir``, ``apix``, ``skip_bad`` (each may be absent or None).
+    missing_ok : return None when the run names no particle file or the file is no longer
+        there (else those are errors).
+
+    Returns
+    -------
+    ParticleStack or None
+    """
+    given = recorded.get("particles")
+    if missing_ok and (not given or not Path(given).is_file()):
+        return None
+    if not given:
+        raise InputFileError("the run's config.yaml names no input particles")
+    return read_particles(given, datadir=recorded.get("datadir"), apix=recorded.get("apix"),
+                          project_dir=recorded.get("project_dir"), skip_bad=bool(recorded.get("skip_bad")))
 
 
 def read_star_table(path: str | Path) -> pd.DataFrame:

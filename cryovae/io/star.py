@@ -56,7 +56,7 @@ def read_star_blocks(path: str | Path) -> dict[str, pd.DataFrame | dict]:
     Raises
     ------
     InputFileError
-        Missing, unreadable or empty file (no data block).
+        Missing, unreadable or empty file (no data block), or a loop that names a column twice.
     """
     path = Path(path)
     if not path.is_file():
@@ -68,6 +68,13 @@ def read_star_blocks(path: str | Path) -> dict[str, pd.DataFrame | dict]:
         raise InputFileError(f"{path}: not a readable star file ({first})") from None
     if not blocks:
         raise InputFileError(f"{path}: empty star file (no data_ block with a loop)")
+    for name, block in blocks.items():
+        if isinstance(block, pd.DataFrame) and block.columns.duplicated().any():
+            dup = str(block.columns[block.columns.duplicated()][0])
+            count = int((block.columns == dup).sum())
+            times = "twice" if count == 2 else f"{count} times"
+            raise InputFileError(f"{path}: data_{name} lists the column _{dup} {times}; "
+                                 "a loop may name each column once")
     return dict(blocks)
 
 

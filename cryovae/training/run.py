@@ -67,13 +67,16 @@ def preprocess_stack(stack, preprocess: dict, batch_size: int = 1024, progress: 
     """
     from tqdm.auto import tqdm
 
-    from cryovae.data import PreprocessConfig, preprocess_images
+    from cryovae.data import ConstantImages, PreprocessConfig, preprocess_images
 
     pcfg = PreprocessConfig(**preprocess)
     out = np.empty((len(stack), pcfg.box, pcfg.box), np.float32)
+    constant = ConstantImages(str(stack.path), stack.rows)  # all constant: refused; a few: one warning
     for idx, images in tqdm(stack.chunks(batch_size), desc="preprocessing", disable=not progress,
                             total=-(-len(stack) // batch_size)):
+        constant.add(idx, images)
         out[idx] = preprocess_images(np.asarray(images, np.float32), pcfg)
+    constant.check()
     return out
 
 
@@ -166,7 +169,8 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
               train_cfg: TrainConfig | None, preprocess: dict | None = None, device: str = "auto",
               resume: bool = False, datadir: str | Path | None = None, command_line: str | None = None,
               epochs: int | None = None, progress: bool = True, auto_box: bool = False,
-              absolute_paths: bool | None = None) -> FitResult:
+              absolute_paths: bool | None = None, apix: float | None = None,
+              skip_bad: bool = False) -> FitResult:
     """Train on a particle file and write every output into ``rundir``.
 
     Parameters
@@ -187,19 +191,22 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
 
     Relative stack paths are looked up from the folder the run was started in first (saved in
     config.yaml as ``input.project_dir``), so a resumed run finds them from any folder.
+    datadir, apix, skip_bad : how to read ``particles`` (:func:`cryovae.io.read_particles`);
+        stored in the run config's ``input`` and used again on resume. With ``skip_bad`` the
+        particles left out are listed in RUNDIR/bad_particles.txt and the outputs hold the others.
     """
-    from cryovae.io import read_particles
+    from cryovae.io import read_run_particles
+    from cryovae.io.bad_particles import BAD_LIST, report_skipped
 
     rundir = Path(rundir)
     if resume:
         run_cfg = read_run_config(rundir)
         if epochs is not None:
             run_cfg = replace(run_cfg, train=replace(run_cfg.train, epochs=int(epochs)))
-        particles = Path(run_cfg.input.get("particles", particles))
-        datadir = run_cfg.input.get("datadir", datadir)
-        project_dir = run_cfg.input.get("project_dir")
+        recorded = dict(run_cfg.input)
+        particles = recorded.get("particles", particles)
         if absolute_paths is None:
-            absolute_paths = bool(run_cfg.input.get("absolute_paths", False))
+            absolute_paths = bool(recorded.get("absolute_paths", False))
     else:
         if model_cfg is None or train_cfg is None:
             raise CryovaeError("a new run needs model and training options")
@@ -207,11 +214,16 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
         model_cfg.validate()
         if rundir.exists() and (rundir / "checkpoint.pt").exists():
             raise CryovaeError(f"{rundir}: already holds a run; use --resume or another -o")
-        project_dir = str(Path.cwd().absolute())
+        # how the particles are read, recorded so that --resume, analyze and napari read them alike
+        recorded = {"particles": str(Path(particles).resolve()),
+                    "datadir": None if datadir is None else str(Path(datadir).absolute()),
+                    "project_dir": str(Path.cwd().absolute()),
+                    "apix": None if apix is None else float(apix), "skip_bad": bool(skip_bad)}
     rundir.mkdir(parents=True, exist_ok=True)
     handler = _file_logger(rundir)
     try:
-        stack = read_particles(particles, datadir=datadir, project_dir=project_dir)
+        stack = read_run_particles(recorded)
+        report_skipped(stack, rundir / BAD_LIST)
         if not resume:
             if auto_box:
                 model_cfg = replace(model_cfg, box=default_model_box(stack.box, particles))
@@ -220,9 +232,7 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
             pixel_size = float(stack.pixel_size) * stack.box / model_cfg.box
             model_cfg = replace(model_cfg, pixel_size=pixel_size)
             run_cfg = RunConfig(model=model_cfg, train=train_cfg, preprocess=pre, device=str(device),
-                                input={"particles": str(Path(particles).resolve()),
-                                       "datadir": None if datadir is None else str(Path(datadir).absolute()),
-                                       "project_dir": project_dir, "absolute_paths": bool(absolute_paths),
+                                input={**recorded, "absolute_paths": bool(absolute_paths),
                                        "n_particles": len(stack), "box": int(stack.box),
                                        "pixel_size": float(stack.pixel_size)})
         write_run_config(rundir, run_cfg, command_line)
