@@ -118,7 +118,7 @@ def test_preprocess_keeps_relion5_version_and_optics_columns(test_data, tmp_path
 
 
 def test_preprocess_relion30_input_is_written_as_relion31(tmp_path):
-    write_mrc(tmp_path / "s.mrcs", np.zeros((2, 8, 8), np.float32))
+    write_mrc(tmp_path / "s.mrcs", np.random.default_rng(0).normal(size=(2, 8, 8)).astype(np.float32))
     df = pd.DataFrame({"rlnImageName": ["1@s.mrcs", "2@s.mrcs"], "rlnDetectorPixelSize": [14.0, 14.0],
                        "rlnMagnification": [1e5, 1e5]})
     write_star(tmp_path / "in.star", {"images": df}, version=None)
