@@ -99,7 +99,9 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu", keys: Iterab
         raise InputFileError(f"{path}: no such checkpoint")
     try:
         obj = _weights_only_load(path, device)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError,
+    except PermissionError:
+        raise  # unreadable, not damaged: the command line names the file
+    except (OSError, pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError,
             KeyError, IndexError, zipfile.BadZipFile, UnicodeDecodeError) as exc:
         raise DamagedFileError(f"{path}: damaged checkpoint, cannot be read ({type(exc).__name__}); "
                                "it is truncated or not a cryovae checkpoint") from None

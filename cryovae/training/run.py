@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cryovae import __version__
-from cryovae.errors import CryovaeError, RunInterrupted
+from cryovae.errors import CryovaeError, DamagedFileError, RunInterrupted
 from cryovae.inference.encode import encode_images
 from cryovae.inference.latents import Latents
 from cryovae.inference.refine import RefineConfig, refine_latents
@@ -253,7 +253,9 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
         run_cfg = read_run_config(rundir)
         if epochs is not None:
             run_cfg = replace(run_cfg, train=replace(run_cfg.train, epochs=int(epochs)))
-        particles = Path(run_cfg.input.get("particles", particles))
+        if not run_cfg.input.get("particles"):
+            raise DamagedFileError(f"{rundir / 'config.yaml'}: damaged run config: input has no particles")
+        particles = Path(run_cfg.input["particles"])
         datadir = run_cfg.input.get("datadir", datadir)
     else:
         if model_cfg is None or train_cfg is None:
