@@ -6,7 +6,9 @@ A reader never sees a half-written output, and a crash leaves the previous file 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -60,8 +62,22 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with contextlib.suppress(OSError):
             tmp.unlink()
         if isinstance(exc, OSError) and _about_output(exc, path, tmp):
-            raise OutputFileError(path, exc.strerror or str(exc)) from exc
+            raise OutputFileError(path, _reason(exc, path)) from exc
         raise
+
+
+def _reason(exc: OSError, path: Path) -> str:
+    """The OS's reason; a failed write without one (numpy's ``tofile``: "N requested and M
+    written") on a full disk is called what it is."""
+    if exc.strerror:
+        return exc.strerror
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return str(exc)
+    if free < 2**20:
+        return f"{os.strerror(errno.ENOSPC)} ({exc}; {free} bytes free)"
+    return str(exc)
 
 
 def _about_output(exc: OSError, path: Path, tmp: Path) -> bool:

@@ -24,6 +24,7 @@ from cryovae.inference.encode import encode_images
 from cryovae.inference.latents import Latents
 from cryovae.inference.refine import RefineConfig, refine_latents
 from cryovae.io.atomic import atomic_path
+from cryovae.io.writers import check_free_space
 from cryovae.models import ModelConfig, ctf_parameters
 from cryovae.training.config import TrainConfig
 from cryovae.training.device import resolve_device
@@ -123,6 +124,7 @@ def cached_images(rundir: Path, stack, preprocess: dict, progress: bool = True) 
     if why != "absent":
         log.warning("%s; preprocessing again", why)
     key_path.unlink(missing_ok=True)
+    check_free_space(path, 4 * len(stack) * box * box + 4096)
     arr = preprocess_stack(stack, preprocess, progress=progress)
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         np.save(fh, arr)
@@ -303,9 +305,7 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
         log.info("best epoch %d; wrote %s and %s", result.best_epoch, star, rundir / LATENTS)
         return result
     except KeyboardInterrupt:
-        err = _interrupted(rundir, phase)
-        log.info("%s", err)
-        raise err from None
+        raise _interrupted(rundir, phase) from None
     finally:
         logging.getLogger("cryovae").removeHandler(handler)
         handler.close()
