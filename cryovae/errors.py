@@ -11,3 +11,26 @@ class CryovaeError(Exception):
 
 class InputFileError(CryovaeError):
     """An input file is missing, unreadable, empty or malformed."""
+
+
+class OutputFileError(CryovaeError):
+    """An output file cannot be written (read-only or immutable folder, full disk, ...)."""
+
+    def __init__(self, path, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot write {path}: {reason}")
+
+
+class DamagedFileError(InputFileError):
+    """A file cryovae wrote itself (checkpoint, latents, config, cache) is truncated or garbage."""
+
+
+class RunInterrupted(CryovaeError):
+    """A run stopped by Ctrl-C (SIGINT); the command line exits 130 (128 + SIGINT)."""
+
+    exit_code = 130
+
+
+class NonFiniteError(CryovaeError):
+    """A loss, an input value or the weights became NaN or infinite."""

@@ -3,7 +3,9 @@
 Every subcommand lives in its own module ``cryovae/cli/<name>.py`` exposing a click command
 called ``command``; it is imported only when used, so ``cryovae --help`` stays fast.
 A :class:`cryovae.errors.CryovaeError` raised anywhere below becomes one line on stderr and
-exit status 2; other exceptions are bugs and keep their traceback.
+exit status 2 (130 for :class:`cryovae.errors.RunInterrupted` and any Ctrl-C); an
+:class:`OSError` about a named file (permission, full disk) is one line and exit 2 too; other
+exceptions are bugs and keep their traceback.
 """
 
 from __future__ import annotations
@@ -60,9 +62,20 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except CryovaeError as exc:
-            sub = ctx.invoked_subcommand or "cryovae"
-            click.echo(f"cryovae {sub}: error: {exc}", err=True)
-            sys.exit(2)
+            _fail(ctx, str(exc), getattr(exc, "exit_code", 2))
+        except KeyboardInterrupt:
+            _fail(ctx, "interrupted", 130)
+        except OSError as exc:
+            if exc.filename is None or exc.strerror is None:
+                raise  # not about a named file: a bug, keep the traceback
+            _fail(ctx, f"{exc.filename}: {exc.strerror}", 2)
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> None:
+    """``cryovae <cmd>: error: <message>`` on stderr, exit ``code`` (2: bad input, 130: Ctrl-C)."""
+    sub = ctx.invoked_subcommand or "cryovae"
+    click.echo(f"cryovae {sub}: error: {message}", err=True)
+    sys.exit(code)
 
 
 def _available(module_name: str) -> bool:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cryovae.errors import InputFileError
+from cryovae.errors import DamagedFileError, InputFileError
 from cryovae.geometry import internal_to_relion
 from cryovae.io.atomic import atomic_path
 
@@ -69,12 +71,48 @@ class Latents:
 
     @classmethod
     def load(cls, path: Path) -> Latents:
-        """Read a latents.npz written by :meth:`save`."""
+        """Read a latents.npz written by :meth:`save`.
+
+        Raises
+        ------
+        InputFileError
+            When ``path`` does not exist.
+        DamagedFileError
+            When it is truncated or garbage, lacks an array, or its arrays have the wrong shapes
+            or non-numeric values.
+        """
         path = Path(path)
         if not path.exists():
             raise InputFileError(f"{path}: no latents file (has the run finished?)")
-        with np.load(path) as d:
-            missing = {"z_mean", "z_std", "theta", "center_px", "psi_deg", "origin_A"} - set(d.files)
-            if missing:
-                raise InputFileError(f"{path}: missing keys {', '.join(sorted(missing))}")
-            return cls(**{k: d[k] for k in d.files})
+        try:
+            with np.load(path, allow_pickle=False) as d:
+                if not hasattr(d, "files"):
+                    raise DamagedFileError(f"{path}: damaged latents file (a single array, not an .npz archive)")
+                missing = set(_REQUIRED) - set(d.files)
+                if missing:
+                    raise DamagedFileError(f"{path}: damaged latents file (missing {', '.join(sorted(missing))})")
+                arrays = {k: d[k] for k in d.files if k in (*_REQUIRED, "prob")}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
+                AttributeError) as exc:
+            raise DamagedFileError(f"{path}: damaged latents file, cannot be read ({type(exc).__name__}); "
+                                   "it is truncated or not a cryovae latents.npz") from None
+        _check_shapes(path, arrays)
+        return cls(**arrays)
+
+
+_REQUIRED = ("z_mean", "z_std", "theta", "center_px", "psi_deg", "origin_A")
+
+
+def _check_shapes(path: Path, arrays: dict) -> None:
+    """DamagedFileError unless every array is numeric with n rows: z (n, zdim), pose (n,) / (n, 2)."""
+    n = np.shape(arrays["theta"])[0] if np.ndim(arrays["theta"]) == 1 else -1
+    want = {"z_mean": 2, "z_std": 2, "theta": 1, "center_px": 2, "psi_deg": 1, "origin_A": 2, "prob": 1}
+    for k, a in arrays.items():
+        ok = (a.dtype.kind in "fiu" and a.ndim == want[k] and a.shape[0] == n
+              and (k not in ("center_px", "origin_A") or a.shape[1] == 2))
+        if not ok:
+            raise DamagedFileError(f"{path}: damaged latents file ({k} has shape {a.shape} and dtype {a.dtype}; "
+                                   f"expected {want[k]}-d numbers for the {max(n, 0)} particles of theta)")
+    if arrays["z_std"].shape != arrays["z_mean"].shape:
+        raise DamagedFileError(f"{path}: damaged latents file (z_std {arrays['z_std'].shape} "
+                               f"differs from z_mean {arrays['z_mean'].shape})")

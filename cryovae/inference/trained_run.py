@@ -47,7 +47,7 @@ class TrainedRun:
         if path is None:
             raise InputFileError(f"{rundir}: no weights (best.pt / checkpoint.pt)")
         model = build_model(config.model)
-        load_model_state(model, load_checkpoint(path, "cpu")["model"])
+        load_model_state(model, load_checkpoint(path, "cpu")["model"], path)
         model.to(dev).eval()
         return cls(rundir=rundir, config=config, model=model, device=dev)
 

@@ -6,11 +6,13 @@ A reader never sees a half-written output, and a crash leaves the previous file 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from cryovae.errors import CryovaeError
+from cryovae.errors import CryovaeError, OutputFileError
 
 
 def temporary_path(path: str | Path) -> Path:
@@ -39,6 +41,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     ------
     CryovaeError
         When the output folder does not exist.
+    OutputFileError
+        When writing fails with an :class:`OSError` about the output (read-only or immutable
+        folder, full disk, quota): one line ``cannot write PATH: <reason>``; the temporary file
+        is removed.
 
     Examples
     --------
@@ -52,10 +58,35 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
             tmp.unlink()
+        if isinstance(exc, OSError) and _about_output(exc, path, tmp):
+            raise OutputFileError(path, _reason(exc, path)) from exc
         raise
+
+
+def _reason(exc: OSError, path: Path) -> str:
+    """The OS's reason; a failed write without one (numpy's ``tofile``: "N requested and M
+    written") on a full disk is called what it is."""
+    if exc.strerror:
+        return exc.strerror
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return str(exc)
+    if free < 2**20:
+        return f"{os.strerror(errno.ENOSPC)} ({exc}; {free} bytes free)"
+    return str(exc)
+
+
+def _about_output(exc: OSError, path: Path, tmp: Path) -> bool:
+    """True when ``exc`` concerns the file being written (no file named, or ``path``/``tmp``/a
+    helper file beside ``tmp``), not an input read inside the ``with`` block."""
+    if exc.filename is None:
+        return True
+    name = str(exc.filename)
+    return name in (str(path), str(tmp)) or name.startswith(str(tmp))
 
 
 def _same_file(a: Path, b: Path) -> bool:

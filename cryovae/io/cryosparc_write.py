@@ -263,7 +263,11 @@ def write_particles_cs(stack: ParticleStack, out_path: str | Path, psi_deg, orig
     try:
         with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:
             dset.save(fh)
-        _write_csg(csg_path, out_path.name, list(dset.fields()), n)
+        try:
+            _write_csg(csg_path, out_path.name, list(dset.fields()), n)
+        except BaseException:
+            out_path.unlink(missing_ok=True)  # no .cs without its .csg
+            raise
     except OSError as exc:
         raise CryovaeError(f"{exc.filename or out_path}: cannot write ({exc.strerror or exc})") from None
     log.info("wrote %d particles to %s and %s", n, out_path, csg_path)

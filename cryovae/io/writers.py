@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import os
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -12,7 +15,7 @@ import numpy as np
 import pandas as pd
 import starfile
 
-from cryovae.errors import CryovaeError
+from cryovae.errors import CryovaeError, OutputFileError
 from cryovae.io.atomic import atomic_path
 
 log = logging.getLogger(__name__)
@@ -161,6 +164,40 @@ class StackWriter:
         self.stats.update(block)
 
 
+#: bytes of an MRC header without extended header
+MRC_HEADER_BYTES = 1024
+
+
+def check_free_space(path: str | Path, nbytes: int) -> None:
+    """:class:`OutputFileError` (``cannot write PATH: No space left on device ...``) when the
+    folder of ``path`` has less than ``nbytes`` free; silent when the free space is unknown."""
+    path = Path(path)
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return
+    if free < nbytes:
+        raise OutputFileError(path, f"{os.strerror(errno.ENOSPC)} (needs {nbytes / 2**20:.1f} MiB, "
+                                    f"{free / 2**20:.1f} MiB free in {path.parent})")
+
+
+def _reserve(path: Path) -> None:
+    """Allocate every block of ``path`` now (``posix_fallocate``), so a full disk is an
+    OSError(ENOSPC) here and not a SIGBUS later from a store into the memory map."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as exc:
+        if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            return  # the filesystem cannot preallocate; the free-space check stands alone
+        exc.filename = str(path)
+        raise
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def open_stack_for_writing(path: str | Path, n: int, box: int, pixel_size: float) -> Iterator[StackWriter]:
     """Create an ``(n, box, box)`` float32 MRC stack on disk and yield a writer for it.
@@ -169,10 +206,16 @@ def open_stack_for_writing(path: str | Path, n: int, box: int, pixel_size: float
     map, so a big stack never sits in RAM; header statistics are accumulated on the way. On a
     clean exit the file is moved onto ``path`` atomically; if the block raises, nothing is
     left behind. Each particle should be written exactly once.
+
+    The free space is checked first and the file's blocks are reserved before any pixel is
+    mapped, so a full disk is one line (:class:`cryovae.errors.OutputFileError`) and never a
+    bus error from the memory map.
     """
     path = Path(path)
+    check_free_space(path, MRC_HEADER_BYTES + 4 * int(n) * int(box) * int(box))
     with atomic_path(path) as tmp:
         with mrcfile.new_mmap(tmp, shape=(n, box, box), mrc_mode=2, overwrite=True) as mrc:
+            _reserve(tmp)
             mrc.set_image_stack()
             mrc.voxel_size = float(pixel_size)
             writer = StackWriter(mrc.data)

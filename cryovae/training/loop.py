@@ -3,12 +3,17 @@
 Everything random is a deterministic function of ``(seed, epoch)`` (initial weights from
 ``seed``; each epoch's data order and samples from their own generators), so a run resumed from
 the checkpoint after epoch k gives the same weights as an uninterrupted run.
+
+checkpoint.pt is the source of truth: it is written before training starts (epoch 0) and after
+every epoch, holds the whole metrics history (metrics.csv is rewritten from it on resume), and
+is never overwritten with non-finite weights.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -18,9 +23,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cryovae.errors import CryovaeError
+from cryovae.errors import CryovaeError, DamagedFileError, NonFiniteError
 from cryovae.io.atomic import atomic_path
 from cryovae.models import ModelConfig, build_model, compute_ctf
+from cryovae.models.ctf import CTF_COLUMNS
 from cryovae.training.checkpoint import load_checkpoint, load_model_state, model_state, save_atomic
 from cryovae.training.config import TrainConfig
 from cryovae.training.losses import elbo_terms
@@ -30,6 +36,19 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 METRICS = "metrics.csv"
+#: what a checkpoint.pt must hold to be resumed
+RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "history", "best_elbo", "best_epoch", "bad_epochs",
+               "split", "rng")
+
+
+def _indices(value) -> np.ndarray:
+    """A checkpoint's split (tensor, or numpy array in older checkpoints) as int64 indices."""
+    if isinstance(value, torch.Tensor):
+        value = value.cpu().numpy()
+    arr = np.asarray(value)
+    if arr.ndim != 1 or (arr.size and arr.dtype.kind not in "iu"):
+        raise ValueError("split indices must be a 1-d integer array")
+    return arr.astype(np.int64)
 
 
 @dataclass
@@ -84,7 +103,7 @@ def run_epoch(model, images: torch.Tensor, idx: np.ndarray, cfg: TrainConfig, mo
     batches = range(0, len(order), cfg.batch_size)
     bar = tqdm(batches, desc=f"epoch {epoch + 1} {'train' if train else 'val'}", leave=False,
                disable=not progress)
-    for start in bar:
+    for batch, start in enumerate(bar):
         b_idx = order[start: start + cfg.batch_size]
         y = images[b_idx].to(device, non_blocking=True)
         ctf = _batch_ctf(ctf_params, b_idx, model_cfg, device)
@@ -94,7 +113,7 @@ def run_epoch(model, images: torch.Tensor, idx: np.ndarray, cfg: TrainConfig, mo
         if train:
             loss = -terms.elbo.mean()
             if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss at epoch {epoch + 1}")
+                raise _diverged(model, y, ctf, terms, b_idx, epoch, batch, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -103,6 +122,53 @@ def run_epoch(model, images: torch.Tensor, idx: np.ndarray, cfg: TrainConfig, mo
             sums[k] = sums.get(k, 0.0) + float(v.detach().float().sum())
         n_seen += len(b_idx)
     return {k: v / max(n_seen, 1) for k, v in sums.items()}
+
+
+def _first_bad(values: torch.Tensor) -> int | None:
+    """Row of the first non-finite entry of a (B, ...) tensor, or None."""
+    bad = ~torch.isfinite(values.detach().float().reshape(len(values), -1)).all(dim=1)
+    return int(torch.nonzero(bad)[0, 0]) if bool(bad.any()) else None
+
+
+def weights_finite(model: torch.nn.Module) -> bool:
+    """Every parameter and buffer of ``model`` is finite."""
+    return all(bool(torch.isfinite(t).all()) for t in [*model.parameters(), *model.buffers()]
+               if t.is_floating_point())
+
+
+def _diverged(model, y, ctf, terms, b_idx, epoch: int, batch: int, cfg: TrainConfig) -> NonFiniteError:
+    """A one-line NonFiniteError saying what was non-finite in a batch, and what to do."""
+    kept = f"{CHECKPOINT} keeps the weights after epoch {epoch}"
+    row = _first_bad(y)
+    if row is not None:
+        return NonFiniteError(f"the preprocessed image of particle {int(b_idx[row])} (0-based) has NaN or "
+                              f"infinite pixels; check the input stack ({kept})")
+    if ctf is not None and (row := _first_bad(ctf)) is not None:
+        return NonFiniteError(f"the CTF of particle {int(b_idx[row])} (0-based) is not finite; check its "
+                              f"{', '.join(CTF_COLUMNS[:-1])} ({kept})")
+    parts = {"recon": terms.recon, "kl": terms.kl, **terms.kl_parts}
+    which = [k for k, v in parts.items() if not bool(torch.isfinite(v.detach()).all())] or ["elbo"]
+    state = "the weights became non-finite" if not weights_finite(model) else "the inputs are finite"
+    return NonFiniteError(f"training diverged: non-finite loss ({', '.join(which)}) at epoch {epoch + 1}, "
+                          f"batch {batch + 1}; {state}; {kept}; start a new run with a lower --lr "
+                          f"(this run used {cfg.lr:g})")
+
+
+def check_ctf_finite(ctf_params: np.ndarray, source: str = "ctf_params") -> None:
+    """NonFiniteError naming the column and the first particle (0-based) of a NaN/inf CTF value.
+
+    ``ctf_params`` is (n, 7) in the order of :data:`cryovae.models.ctf.CTF_COLUMNS`.
+    """
+    params = np.asarray(ctf_params, dtype=np.float64)
+    bad = ~np.isfinite(params)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        first = int(np.argmin(rows))
+        col = int(cols[first])
+        count = int(bad[:, col].sum())
+        raise NonFiniteError(f"{source}: _{CTF_COLUMNS[col]} is {params[rows[first], col]} for particle "
+                             f"{int(rows[first])} (0-based row; {count} particle(s) in all); --ctf needs a "
+                             "finite CTF for every particle")
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -152,6 +218,8 @@ def fit(images: np.ndarray | torch.Tensor, model_cfg: ModelConfig, cfg: TrainCon
         raise CryovaeError(f"images must be (n, {model_cfg.box}, {model_cfg.box}), got {tuple(images_t.shape)}")
     if model_cfg.ctf and ctf_params is None:
         raise CryovaeError("--ctf needs per-particle CTF parameters (defocus, voltage, Cs, ...) in the star")
+    if model_cfg.ctf:
+        check_ctf_finite(ctf_params)
     ctf_t = torch.as_tensor(np.asarray(ctf_params, dtype=np.float32)) if ctf_params is not None else None
     n = images_t.shape[0]
     if n < 2:
@@ -166,18 +234,46 @@ def fit(images: np.ndarray | torch.Tensor, model_cfg: ModelConfig, cfg: TrainCon
     history: list[dict] = []
     start_epoch, best_elbo, best_epoch, bad_epochs = 0, -float("inf"), -1, 0
     ckpt_path, best_path = rundir / CHECKPOINT, rundir / BEST
+
+    def save_checkpoint(epoch: int) -> None:
+        save_atomic({
+            "model": model_state(model), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
+            "best_elbo": best_elbo, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+            "split": {"train": torch.as_tensor(train_idx, dtype=torch.int64),
+                      "val": torch.as_tensor(val_idx, dtype=torch.int64)},
+            "rng": {"torch": torch.get_rng_state()},
+        }, ckpt_path)
+
     if resume:
         if not ckpt_path.exists():
             raise CryovaeError(f"{ckpt_path}: no checkpoint to resume from")
-        ck = load_checkpoint(ckpt_path, device)
-        load_model_state(model, ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        train_idx, val_idx = np.asarray(ck["split"]["train"]), np.asarray(ck["split"]["val"])
-        history = ck["history"]
-        start_epoch, best_elbo, best_epoch, bad_epochs = ck["epoch"], ck["best_elbo"], ck["best_epoch"], ck["bad_epochs"]
-        torch.set_rng_state(ck["rng"]["torch"])
+        ck = load_checkpoint(ckpt_path, device, keys=RESUME_KEYS)
+        load_model_state(model, ck["model"], ckpt_path)
+        try:
+            optimizer.load_state_dict(ck["optimizer"])
+            scheduler.load_state_dict(ck["scheduler"])
+            train_idx, val_idx = _indices(ck["split"]["train"]), _indices(ck["split"]["val"])
+            history = [dict(r) for r in ck["history"]]
+            start_epoch, best_elbo = int(ck["epoch"]), float(ck["best_elbo"])
+            best_epoch, bad_epochs = int(ck["best_epoch"]), int(ck["bad_epochs"])
+            torch.set_rng_state(ck["rng"]["torch"].cpu())
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+            raise DamagedFileError(f"{ckpt_path}: damaged checkpoint ({type(exc).__name__} in its optimizer, "
+                                   "split, history or RNG state)") from None
+        top = max([int(train_idx.max(initial=-1)), int(val_idx.max(initial=-1))])
+        if top >= n or min(int(train_idx.min(initial=0)), int(val_idx.min(initial=0))) < 0:
+            raise CryovaeError(f"{ckpt_path}: its train/val split indexes particle {top} but there are {n} "
+                               "particles; the checkpoint was made from other particles")
+        if not weights_finite(model):
+            raise NonFiniteError(f"{ckpt_path}: holds non-finite weights; start a new run with a lower --lr")
+        if history:
+            write_metrics(history, rundir / METRICS)  # the checkpoint is the source of truth
+        else:
+            (rundir / METRICS).unlink(missing_ok=True)
         log.info("resumed from %s after epoch %d", ckpt_path, start_epoch)
+    else:
+        save_checkpoint(0)  # resumable from the first second on
 
     stopped = False
     bar = tqdm(range(start_epoch, cfg.epochs), desc="training", unit="epoch", initial=start_epoch,
@@ -194,6 +290,11 @@ def fit(images: np.ndarray | torch.Tensor, model_cfg: ModelConfig, cfg: TrainCon
             va = run_epoch(model, images_t, val_idx, cfg, model_cfg, device, epoch, None, ctf_t, False)
             rows.append({"epoch": epoch + 1, "split": "val", **va, "lr": lr})
         monitor = rows[-1]["elbo"]
+        if not (math.isfinite(monitor) and weights_finite(model)):
+            what = "the weights" if not weights_finite(model) else f"the {rows[-1]['split']} ELBO"
+            raise NonFiniteError(f"training diverged: {what} became non-finite in epoch {epoch + 1}; "
+                                 f"{CHECKPOINT} keeps the weights after epoch {epoch}; start a new run with a "
+                                 f"lower --lr (this run used {cfg.lr:g})")
         seconds = time.perf_counter() - t0
         for r in rows:
             r["seconds"] = seconds
@@ -208,13 +309,7 @@ def fit(images: np.ndarray | torch.Tensor, model_cfg: ModelConfig, cfg: TrainCon
                 save_atomic({"model": model_state(model), "epoch": epoch + 1, "elbo": monitor}, best_path)
             else:
                 bad_epochs += 1
-        save_atomic({
-            "model": model_state(model), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "history": history,
-            "best_elbo": best_elbo, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-            "split": {"train": train_idx, "val": val_idx},
-            "rng": {"torch": torch.get_rng_state()},
-        }, ckpt_path)
+        save_checkpoint(epoch + 1)
         write_metrics(history, rundir / METRICS)
         bar.set_postfix(elbo=f"{tr['elbo']:.1f}", recon=f"{tr['recon']:.1f}", kl=f"{tr['kl']:.2f}",
                         val=f"{monitor:.1f}")
@@ -223,7 +318,7 @@ def fit(images: np.ndarray | torch.Tensor, model_cfg: ModelConfig, cfg: TrainCon
     if cfg.early_stop_patience and bad_epochs >= cfg.early_stop_patience:
         stopped = True
     if best_path.exists():
-        load_model_state(model, load_checkpoint(best_path, device)["model"])
+        load_model_state(model, load_checkpoint(best_path, device)["model"], best_path)
     elif history:  # every epoch ran inside the z-delay: the last weights are the result
         best_epoch = int(history[-1]["epoch"])
         save_atomic({"model": model_state(model), "epoch": best_epoch, "elbo": history[-1]["elbo"]}, best_path)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from cryovae import __version__
-from cryovae.errors import InputFileError
+from cryovae.errors import CryovaeError, DamagedFileError, InputFileError
 from cryovae.io.atomic import atomic_path
 from cryovae.models.config import ModelConfig
 from cryovae.training.config import TrainConfig
@@ -60,13 +62,108 @@ def write_run_config(rundir: Path, cfg: RunConfig, command_line: str | None = No
 
 
 def read_run_config(rundir: Path) -> RunConfig:
-    """Read RUNDIR/config.yaml; InputFileError when missing or malformed."""
+    """Read RUNDIR/config.yaml.
+
+    Raises
+    ------
+    InputFileError
+        When there is no config.yaml (not a run directory).
+    DamagedFileError
+        When it is not YAML, lacks a section or a model key, or holds a value of the wrong type
+        or an impossible one; the message names the file and the key.
+    """
     path = Path(rundir) / CONFIG
     if not path.exists():
         raise InputFileError(f"{path}: not a cryovae run directory (no config.yaml)")
     try:
-        with open(path) as fh:
+        with open(path, encoding="utf-8") as fh:
             d = yaml.safe_load(fh)
-        return RunConfig.from_dict(d)
-    except (yaml.YAMLError, KeyError, TypeError) as exc:
-        raise InputFileError(f"{path}: malformed run config ({exc})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DamagedFileError(f"{path}: damaged run config, not valid YAML ({first})") from None
+    try:
+        return _run_config_from_dict(d)
+    except CryovaeError as exc:
+        raise DamagedFileError(f"{path}: damaged run config: {exc}") from None
+
+
+#: keys every config.yaml's model section must have (the rest have defaults)
+_MODEL_KEYS = ("kind", "box", "zdim", "pixel_size")
+
+
+def _run_config_from_dict(d) -> RunConfig:
+    """:meth:`RunConfig.from_dict` with every section and value type checked (CryovaeError)."""
+    from cryovae.data import PreprocessConfig
+
+    if not isinstance(d, dict):
+        raise CryovaeError(f"expected a mapping of sections, found {type(d).__name__}")
+    for section in ("model", "train"):
+        if not isinstance(d.get(section), dict):
+            raise CryovaeError(f"the {section} section is missing or not a mapping")
+    for section in ("preprocess", "input"):
+        if d.get(section) is not None and not isinstance(d[section], dict):
+            raise CryovaeError(f"the {section} section is not a mapping")
+    missing = [k for k in _MODEL_KEYS if k not in d["model"]]
+    if missing:
+        raise CryovaeError(f"model has no {', '.join(missing)}")
+    model = ModelConfig.from_dict(_typed("model", ModelConfig, d["model"]))
+    train = TrainConfig.from_dict(_typed("train", TrainConfig, d["train"]))
+    preprocess = _typed("preprocess", PreprocessConfig, dict(d.get("preprocess") or {}))
+    PreprocessConfig(**preprocess)  # its own checks
+    model.validate()
+    train.validate()
+    return RunConfig(model=model, train=train, preprocess=preprocess, input=dict(d.get("input") or {}),
+                     device=str(d.get("device", "auto")))
+
+
+def _typed(section: str, cls, values: dict) -> dict:
+    """``values`` checked against the field types of dataclass ``cls`` (ints accepted for floats,
+    lists for tuples); unknown keys are an error."""
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise CryovaeError(f"{section} has an unknown key {key!r}")
+        ok, converted = _convert(value, hints[key])
+        if not ok:
+            raise CryovaeError(f"{section}.{key} is {value!r}, expected {_type_name(hints[key])}")
+        out[key] = converted
+    return out
+
+
+def _convert(value, tp) -> tuple[bool, object]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            ok, v = _convert(value, arg)
+            if ok:
+                return True, v
+        return False, value
+    if tp is type(None):
+        return value is None, value
+    if tp is bool:
+        return isinstance(value, bool), value
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if tp is str:
+        return isinstance(value, str), value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            return False, value
+        (item, *_rest) = typing.get_args(tp) or (object,)
+        conv = [_convert(v, item) for v in value]
+        return all(ok for ok, _ in conv), tuple(v for _, v in conv)
+    return True, value
+
+
+def _type_name(tp) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if typing.get_origin(tp) is tuple:
+        return "a list of " + _type_name((typing.get_args(tp) or (object,))[0])
+    return {int: "an integer", float: "a number", bool: "true/false", str: "a string"}.get(tp, str(tp))
