@@ -14,8 +14,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
+from _posed import ncc, posed_particles
 from click.testing import CliRunner
 from cryosparc.dataset import Dataset
 from test_models_synthetic import blob_particles
@@ -24,17 +24,11 @@ from cryovae.cli.main import cli
 from cryovae.errors import CryovaeError
 from cryovae.geometry import apply_relion_alignment
 from cryovae.inference import Latents
-from cryovae.models import ModelConfig, build_model
 from cryovae.training.run import write_cs
 
 io = pytest.importorskip("cryovae.io")
 
 APIX = 2.5
-
-
-def _ncc(a, b):
-    a, b = a - a.mean(), b - b.mean()
-    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
 
 
 def _star_input(folder, n=6, box=16, two_stacks=True):
@@ -227,28 +221,13 @@ BOX = 32
 
 
 @pytest.fixture(scope="module")
-def posed_particles():
+def posed():
     """Particles drawn by a (random, smooth) generator at known poses, and its template."""
-    torch.manual_seed(0)
-    cfg = ModelConfig.for_model("target", box=BOX, zdim=1, group="p4", enc_fields=2, enc_kernel=3,
-                                gen_hidden=64, fourier_features=32, fourier_scale=1.5, pixel_size=APIX)
-    model = build_model(cfg).eval()
-    rng = np.random.default_rng(0)
-    n = 6
-    theta = rng.uniform(-np.pi, np.pi, n)
-    center = rng.uniform(-3, 3, (n, 2))
-    z = torch.zeros(n, 1)
-    with torch.no_grad():
-        imgs = model.decode(z, torch.tensor(theta, dtype=torch.float32),
-                            torch.tensor(center, dtype=torch.float32))[0].numpy()
-        template = model.decode(z[:1], torch.zeros(1), torch.zeros(1, 2))[0][0].numpy()
-    r = np.hypot(*np.meshgrid(np.arange(BOX) - BOX // 2, np.arange(BOX) - BOX // 2))
-    win = np.clip((BOX // 2 - 1 - r) / 4, 0, 1).astype(np.float32)
-    return imgs, template, theta, center, win
+    return posed_particles(BOX, APIX)
 
 
-def test_cs_pose_aligns_particles_onto_the_decoded_template(tmp_path, posed_particles):
-    imgs, template, theta, center, win = posed_particles
+def test_cs_pose_aligns_particles_onto_the_decoded_template(tmp_path, posed):
+    imgs, template, theta, center, win = posed
     io.write_stack(tmp_path / "stack.mrcs", imgs, APIX)
     stack = io.read_particles(tmp_path / "stack.mrcs")
     lat = Latents.from_pose(np.zeros((len(theta), 1)), np.ones((len(theta), 1)), theta, center, APIX)
@@ -259,11 +238,11 @@ def test_cs_pose_aligns_particles_onto_the_decoded_template(tmp_path, posed_part
         # the mapping pyem / cryoDRGN apply: psi = degrees(pose), origin (px) = shift
         pose, shift = float(d["alignments2D/pose"][i]), d["alignments2D/shift"][i].astype(np.float64)
         aligned = apply_relion_alignment(imgs[i], np.degrees(pose), shift)
-        good = _ncc(aligned * win, template * win)
+        good = ncc(aligned * win, template * win)
         assert good > 0.99, i
         for wrong in (apply_relion_alignment(imgs[i], -np.degrees(pose), shift),
                       apply_relion_alignment(imgs[i], np.degrees(pose), -shift)):
-            assert _ncc(wrong * win, template * win) < good - 0.05
+            assert ncc(wrong * win, template * win) < good - 0.05
 
 
 # ------------------------------------------------------------------ train / encode CLI

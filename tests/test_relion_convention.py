@@ -13,11 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import starfile
-import torch
+from _posed import ncc, posed_particles
 
 from cryovae.geometry import apply_relion_alignment
 from cryovae.inference import Latents
-from cryovae.models import ModelConfig, build_model
 
 io = pytest.importorskip("cryovae.io")
 
@@ -25,31 +24,10 @@ BOX = 32  # even: RELION's centre N//2 without a half-pixel term
 APIX = 2.5
 
 
-def _ncc(a, b):
-    a, b = a - a.mean(), b - b.mean()
-    return float((a * b).sum() / np.sqrt((a * a).sum() * (b * b).sum()))
-
-
 @pytest.fixture(scope="module")
 def particles():
     """Particles drawn by a (randomly initialised, smooth) generator at known poses, and its template."""
-    torch.manual_seed(0)
-    cfg = ModelConfig.for_model("target", box=BOX, zdim=1, group="p4", enc_fields=2, enc_kernel=3,
-                                gen_hidden=64, fourier_features=32, fourier_scale=1.5, pixel_size=APIX)
-    model = build_model(cfg).eval()
-    rng = np.random.default_rng(0)
-    n = 6
-    theta = rng.uniform(-np.pi, np.pi, n)
-    center = rng.uniform(-3, 3, (n, 2))
-    z = torch.zeros(n, 1)
-    with torch.no_grad():
-        imgs = model.decode(z, torch.tensor(theta, dtype=torch.float32),
-                            torch.tensor(center, dtype=torch.float32))[0].numpy()
-        template = model.decode(z[:1], torch.zeros(1), torch.zeros(1, 2))[0][0].numpy()
-    # fade to zero at the border so interpolation outside the box does not matter
-    r = np.hypot(*np.meshgrid(np.arange(BOX) - BOX // 2, np.arange(BOX) - BOX // 2))
-    win = np.clip((BOX // 2 - 1 - r) / 4, 0, 1).astype(np.float32)
-    return imgs, template, theta, center, win
+    return posed_particles(BOX, APIX)
 
 
 def _write_input(tmp_path, imgs, relion31: bool):
@@ -89,7 +67,7 @@ def test_star_pose_aligns_particles_onto_the_decoded_template(tmp_path, particle
     assert "cryovaeZ1" in df.columns
     for i in range(len(imgs)):
         aligned = apply_relion_alignment(imgs[i], psi[i], origin_px[i])
-        assert _ncc(aligned * win, template * win) > 0.99, i
+        assert ncc(aligned * win, template * win) > 0.99, i
         # and the wrong sign of psi does not
         wrong = apply_relion_alignment(imgs[i], -psi[i], origin_px[i])
-        assert _ncc(wrong * win, template * win) < _ncc(aligned * win, template * win) - 0.05
+        assert ncc(wrong * win, template * win) < ncc(aligned * win, template * win) - 0.05
