@@ -7,7 +7,7 @@
 #   /work/peers/cryodrgn/bin/pip install torch==2.13.0 cryodrgn==4.3.1
 #
 # Usage: bash benchmarks/check_third_party_readers.sh [WORKDIR]
-#   CRYOVAE_PY  python with cryovae's dependencies  [/work/main/.venv/bin/python, else .venv/bin/python]
+#   CRYOVAE_PY  python with cryovae's dependencies  [this checkout's .venv/bin/python]
 #   CRYODRGN    cryoDRGN's venv bin folder            [/work/peers/cryodrgn/bin]
 # Lays out a RELION project in WORKDIR (default: a new temporary folder):
 #   Extract/job010/particles.{mrcs,star}    simulated hinge particles (star-relative paths, CTF)
@@ -21,10 +21,7 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ -z "${CRYOVAE_PY:-}" ]]; then
-    CRYOVAE_PY=/work/main/.venv/bin/python
-    [[ -x "$CRYOVAE_PY" ]] || CRYOVAE_PY="$REPO/.venv/bin/python"
-fi
+CRYOVAE_PY="${CRYOVAE_PY:-$REPO/.venv/bin/python}"
 CRYODRGN="${CRYODRGN:-/work/peers/cryodrgn/bin}"
 WORK="${1:-$(mktemp -d -t cryovae_readers.XXXXXX)}"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"   # this checkout's cryovae

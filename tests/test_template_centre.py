@@ -155,3 +155,29 @@ def test_train_stores_the_template_centre_in_both_checkpoints_and_logs_it(tiny_r
     np.testing.assert_allclose(recomputed, stored[0], atol=1e-5)
     assert np.any(stored[0] != 0)
     assert "template centre: (" in (tiny_run / "train.log").read_text()
+
+
+def test_a_template_with_no_centre_near_the_box_centre_is_left_as_it_is(monkeypatch, caplog):
+    """An untrained generator's 'particle' can sit in a corner; re-centring on it would write
+    origins of half a box. Past a quarter box from the centre the template is left alone."""
+    import cryovae.inference.recenter as recenter
+
+    model = _small_model("spatial")  # box 17: limit 4.25 px
+    box = model.cfg.box
+    corner = np.zeros((box, box))
+    corner[1:4, 1:4] = 1.0  # centre of mass (-6, -6) px from the box centre
+    monkeypatch.setattr(recenter, "mean_pose_free_image", lambda *a, **k: corner)
+    images = np.random.default_rng(0).normal(size=(8, box, box)).astype(np.float32)
+    with caplog.at_level("WARNING", logger="cryovae.inference.recenter"):
+        m = recenter_template(model, images)
+    np.testing.assert_array_equal(m, 0)
+    np.testing.assert_array_equal(model.generator.template_center.numpy(), 0)
+    assert "no clear centre" in caplog.text
+    # a centre inside the limit is taken
+    near = np.zeros((box, box))
+    near[8:11, 9:12] = 1.0  # (2, 1) px from the box centre (8, 8)
+    monkeypatch.setattr(recenter, "mean_pose_free_image",
+                        lambda model, *a, **k: np.roll(near, (-round(float(model.generator.template_center[1])),
+                                                              -round(float(model.generator.template_center[0]))),
+                                                       (0, 1)))
+    np.testing.assert_allclose(recenter_template(model, images), [2.0, 1.0], atol=1e-9)

@@ -29,6 +29,9 @@ TOLERANCE_PX = 0.01
 PARTICLE_THRESHOLD = 0.2
 #: ... grown by this many pixels, so its faint rim is weighed too
 PARTICLE_MARGIN_PX = 2
+#: a template centre farther than this fraction of the box from the box centre is not a particle's
+#: (an untrained or collapsed generator); the template is then left as it is
+MAX_CENTRE_FRACTION = 0.25
 
 
 def template_centre_of_mass(image: np.ndarray) -> np.ndarray:
@@ -102,7 +105,11 @@ def recenter_template(model, images: np.ndarray, device: torch.device | str = "c
     the z the encoder reads do not depend on ``m``), so calling it again, e.g. after a resumed
     training, sets the same value instead of adding to it. Because a shifted decode is resampled
     inside a finite box, ``m`` is refined by a few fixed-point steps ``m += centre of mass of the
-    decode with m`` until the decode's centre moves less than ``TOLERANCE_PX``.
+    decode with m`` until the decode's centre moves less than ``TOLERANCE_PX``. A step that takes
+    ``m`` farther than ``MAX_CENTRE_FRACTION`` of the box from the centre, or that is larger than
+    the one before (no convergence), is not taken: an untrained or collapsed generator's template
+    has no particle centre, and is left as it is (with a warning when not even the first step
+    could be taken).
 
     Parameters
     ----------
@@ -119,13 +126,19 @@ def recenter_template(model, images: np.ndarray, device: torch.device | str = "c
     n = len(images)
     idx = np.unique(np.linspace(0, n - 1, min(n, max_particles)).round().astype(int))
     z = encode_images(model, np.asarray(images[idx], np.float32), 1.0, device, batch_size).z_mean
-    m = np.zeros(2)
+    limit = MAX_CENTRE_FRACTION * model.cfg.box
+    m, last_step = np.zeros(2), np.inf
     for _ in range(max_iterations):
         buf.copy_(torch.as_tensor(m, dtype=buf.dtype))
         step = template_centre_of_mass(mean_pose_free_image(model, z, device, batch_size))
-        m = m + step
-        if np.hypot(*step) < TOLERANCE_PX:
+        if np.hypot(*(m + step)) > limit or np.hypot(*step) > last_step:
+            break  # past any particle's centre, or not converging: keep the last m
+        m, last_step = m + step, np.hypot(*step)
+        if last_step < TOLERANCE_PX:
             break
+    if not np.any(m) and np.hypot(*step) > limit:
+        log.warning("the pose-free template has no clear centre (its centre of mass is %.1f px from the box "
+                    "centre, past %.0f px): not re-centred; is the model trained?", np.hypot(*step), limit)
     buf.copy_(torch.as_tensor(m, dtype=buf.dtype))
     px = float(model.cfg.pixel_size)
     log.info("template centre: (%.2f, %.2f) px = (%.1f, %.1f) Å from the box centre; centres and origins "

@@ -154,21 +154,22 @@ def _diverged(model, y, ctf, terms, b_idx, epoch: int, batch: int, cfg: TrainCon
                           f"(this run used {cfg.lr:g})")
 
 
-def check_ctf_finite(ctf_params: np.ndarray, source: str = "ctf_params") -> None:
-    """NonFiniteError naming the column and the first particle (0-based) of a NaN/inf CTF value.
+def check_ctf_finite(ctf_params: np.ndarray, source: str = "ctf_params", rows: np.ndarray | None = None) -> None:
+    """NonFiniteError naming the column and the first particle (1-based row of ``source``) of a
+    NaN/inf CTF value.
 
-    ``ctf_params`` is (n, 7) in the order of :data:`cryovae.models.ctf.CTF_COLUMNS`.
+    ``ctf_params`` is (n, 7) in the order of :data:`cryovae.models.ctf.CTF_COLUMNS`; ``rows``
+    (n,) the 0-based rows of the particles in the file (default ``arange(n)``).
     """
     params = np.asarray(ctf_params, dtype=np.float64)
     bad = ~np.isfinite(params)
     if bad.any():
-        rows, cols = np.nonzero(bad)
-        first = int(np.argmin(rows))
-        col = int(cols[first])
-        count = int(bad[:, col].sum())
-        raise NonFiniteError(f"{source}: _{CTF_COLUMNS[col]} is {params[rows[first], col]} for particle "
-                             f"{int(rows[first])} (0-based row; {count} particle(s) in all); --ctf needs a "
-                             "finite CTF for every particle")
+        k, col = (int(v[0]) for v in np.nonzero(bad))  # first bad particle (row-major order)
+        row = int(rows[k]) if rows is not None else k
+        count = int(bad.any(axis=1).sum())
+        raise NonFiniteError(f"{source}: _{CTF_COLUMNS[col]} is {params[k, col]} for particle {row + 1} "
+                             f"(row {row + 1} of the particle table; {count} particle(s) with a non-finite "
+                             "CTF value in all); --ctf needs a finite CTF for every particle")
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:

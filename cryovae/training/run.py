@@ -171,7 +171,7 @@ def stack_ctf(stack, source: str) -> np.ndarray:
         params = ctf_parameters(stack.table)
     except KeyError as exc:
         raise CryovaeError(f"{source}: --ctf needs the column _{exc.args[0]} in the particle table") from None
-    check_ctf_finite(params, source)
+    check_ctf_finite(params, source, stack.rows)
     return params
 
 
