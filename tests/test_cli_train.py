@@ -127,6 +127,18 @@ def test_train_without_o_writes_cryovae_stem_in_the_current_folder(tmp_path, sta
     assert sorted(pd.read_csv(run / "metrics.csv")["epoch"].unique()) == [1, 2]
 
 
+@pytest.mark.parametrize("extra", [["--zdim", "3"], ["--apix", "2.0"], ["--skip-bad"], ["--lr", "0.01", "--box", "16"]])
+def test_options_a_resume_would_ignore_are_refused(tmp_path, extra):
+    """A resumed run keeps its config.yaml: an option it would silently ignore is one line."""
+    r = CliRunner().invoke(cli, ["train", "--resume", str(tmp_path / "run"), *extra])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    line = r.output.strip().splitlines()[-1]
+    assert line.startswith("cryovae train: error: ") and "not with --resume" in line
+    for opt in extra[::2] if extra != ["--skip-bad"] else extra:
+        assert opt in line
+    assert not (tmp_path / "run").exists()
+
+
 def test_resume_without_o_is_a_one_line_error(tmp_path):
     r = CliRunner().invoke(cli, ["train", "--resume"])
     assert r.exit_code == 2 and "-o RUNDIR is required with --resume" in r.output

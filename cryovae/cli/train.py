@@ -41,6 +41,23 @@ def default_run_dir(particles: str) -> str:
     return f"cryovae_{Path(particles).stem}"
 
 
+#: options ``train --resume`` takes from the command line; every other one is the run's (config.yaml)
+RESUME_OPTIONS = ("resume", "outdir", "epochs", "device", "absolute_paths", "particles")
+
+
+def _refuse_options_a_resume_ignores() -> None:
+    """A one-line error for an option given with --resume that the run's config.yaml decides
+    (--zdim, --apix, --skip-bad, ...): a resumed run reads and trains exactly as it started."""
+    ctx = click.get_current_context()
+    given = [p for p in ctx.command.params
+             if p.name not in RESUME_OPTIONS
+             and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        names = ", ".join(max(p.opts, key=len) for p in given)
+        raise CryovaeError(f"{names}: not with --resume (a resumed run keeps the options in its config.yaml; "
+                           "only --epochs, --device and --absolute-paths may change)")
+
+
 def _hidden(value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -123,6 +140,7 @@ def command(particles, outdir, kind, group, zdim, box, epochs, batch_size, lr, d
     if outdir is None:
         outdir = default_run_dir(particles)
     if resume:
+        _refuse_options_a_resume_ignores()
         train_run(particles or "", outdir, None, None, device=device, resume=True, epochs=epochs,
                   command_line=command_line, absolute_paths=absolute_paths)
         click.echo(f"{outdir}/particles.star")
