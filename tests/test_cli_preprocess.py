@@ -70,11 +70,11 @@ def test_preprocess_relion30_converts_pixel_origins_to_angstrom(tmp_path):
 def test_preprocess_toy_projections_fixture(test_data, tmp_path):
     invoke(test_data / "toy_projections.star", "--box", 16, "-o", tmp_path / "t.star")
     back = read_particles(tmp_path / "t.star")
-    assert (len(back), back.box, back.pixel_size) == (1000, 16, pytest.approx(30 / 16))
+    assert (len(back), back.box, back.pixel_size) == (250, 16, pytest.approx(30 / 16))
     src = read_particles(test_data / "toy_projections.star")
     pd.testing.assert_series_equal(back.table["dummyVariable"], src.table["dummyVariable"])
-    imgs = back.images(np.arange(1000))
-    bg = imgs.reshape(1000, -1)[:, (np.hypot(*np.indices((16, 16)) - 8) > 6).ravel()]
+    imgs = back.images(np.arange(250))
+    bg = imgs.reshape(250, -1)[:, (np.hypot(*np.indices((16, 16)) - 8) > 6).ravel()]
     np.testing.assert_allclose(bg.mean(axis=1), 0, atol=1e-4)
 
 
