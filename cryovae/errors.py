@@ -26,10 +26,20 @@ class DamagedFileError(InputFileError):
     """A file cryovae wrote itself (checkpoint, latents, config, cache) is truncated or garbage."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what a batch scheduler sends at its time limit), raised where Ctrl-C would be, so
+    that a terminated command cleans up exactly as an interrupted one does."""
+
+
 class RunInterrupted(CryovaeError):
-    """A run stopped by Ctrl-C (SIGINT); the command line exits 130 (128 + SIGINT)."""
+    """A run stopped by Ctrl-C (SIGINT; the command line exits 130 = 128 + SIGINT) or by SIGTERM
+    (exit 143 = 128 + SIGTERM)."""
 
     exit_code = 130
+
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 class NonFiniteError(CryovaeError):

@@ -289,6 +289,33 @@ def test_ctrl_c_in_any_phase_exits_130_keeps_a_checkpoint_and_writes_no_results(
         assert (run / "particles.star").exists() and (run / "latents.npz").exists()
 
 
+def test_sigterm_during_training_exits_143_like_ctrl_c(tmp_path, star, monkeypatch):
+    """A batch scheduler's time limit (SIGTERM) cleans up as Ctrl-C does: a resumable checkpoint,
+    no results, one line, exit 143."""
+    import os
+    import signal
+
+    from cryovae.training import loop
+
+    real, calls = loop.run_epoch, {"n": 0}
+
+    def epoch_then_sigterm(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 2:  # during the second epoch
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "run_epoch", epoch_then_sigterm)
+    run = tmp_path / "run"
+    before = signal.getsignal(signal.SIGTERM)
+    line = _one_line_error(_invoke(["train", star, "-o", run, "--epochs", "3", *TINY]), code=143)
+    assert line.startswith("cryovae train: error: terminated (SIGTERM) while training")
+    assert f"cryovae train --resume {run}" in line
+    assert load_checkpoint(run / "checkpoint.pt", keys=RESUME_KEYS)["epoch"] == 1
+    assert not (run / "particles.star").exists() and not (run / "latents.npz").exists()
+    assert signal.getsignal(signal.SIGTERM) == before  # the command's handler is gone again
+
+
 def test_ctrl_c_in_another_command_exits_130_and_leaves_no_file(run, star, tmp_path, monkeypatch):
     _interrupt_at(monkeypatch, "starfile.write")  # while encode writes its star
     out = tmp_path / "e.star"

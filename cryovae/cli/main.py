@@ -3,7 +3,7 @@
 Every subcommand lives in its own module ``cryovae/cli/<name>.py`` exposing a click command
 called ``command``; it is imported only when used, so ``cryovae --help`` stays fast.
 A :class:`cryovae.errors.CryovaeError` raised anywhere below becomes one line on stderr and
-exit status 2 (130 for :class:`cryovae.errors.RunInterrupted` and any Ctrl-C); an
+exit status 2 (130 for :class:`cryovae.errors.RunInterrupted` and any Ctrl-C, 143 for SIGTERM); an
 :class:`OSError` about a named file (permission, full disk) is one line and exit 2 too; other
 exceptions are bugs and keep their traceback.
 """
@@ -13,12 +13,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import signal
 import sys
+import threading
 
 import click
 
 from cryovae import __version__
-from cryovae.errors import CryovaeError
+from cryovae.errors import CryovaeError, Terminated
 
 #: subcommand name -> (module under cryovae.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -59,16 +61,36 @@ class LazyGroup(click.Group):
                 formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context):
+        previous = _terminate_as_interrupt()
         try:
             return super().invoke(ctx)
         except CryovaeError as exc:
             _fail(ctx, str(exc), getattr(exc, "exit_code", 2))
+        except Terminated:
+            _fail(ctx, "terminated (SIGTERM)", 143)
         except KeyboardInterrupt:
             _fail(ctx, "interrupted", 130)
         except OSError as exc:
             if exc.filename is None or exc.strerror is None:
                 raise  # not about a named file: a bug, keep the traceback
             _fail(ctx, f"{exc.filename}: {exc.strerror}", 2)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _terminate_as_interrupt():
+    """Make SIGTERM (a batch scheduler's time limit, ``kill``) raise :class:`Terminated` where
+    Ctrl-C raises KeyboardInterrupt, so a terminated run keeps its checkpoint and leaves no
+    partial output, as an interrupted one does. Only possible in the main thread; returns the
+    previous handler (None when not installed)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def _fail(ctx: click.Context, message: str, code: int) -> None:

@@ -4,7 +4,7 @@
 images.json (what it was made from), checkpoint.pt, best.pt, metrics.csv, train.log, then
 latents.npz and particles.star (and, for a cryoSPARC ``.cs`` input, particles.cs + particles.csg).
 
-Ctrl-C in any phase stops with :class:`cryovae.errors.RunInterrupted` (exit 130): checkpoint.pt
+Ctrl-C (or SIGTERM) in any phase stops with :class:`cryovae.errors.RunInterrupted` (exit 130, 143): checkpoint.pt
 stays resumable and no final output (latents.npz, particles.star, particles.cs) is left from this call.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cryovae import __version__
-from cryovae.errors import CryovaeError, DamagedFileError, RunInterrupted
+from cryovae.errors import CryovaeError, DamagedFileError, RunInterrupted, Terminated
 from cryovae.inference.encode import encode_images
 from cryovae.inference.latents import Latents
 from cryovae.inference.recenter import recenter_template, store_template_center
@@ -276,19 +276,21 @@ def remove_stale_temporaries(rundir: Path) -> list[Path]:
     return stale
 
 
-def _interrupted(rundir: Path, phase: str) -> RunInterrupted:
-    """The one line for Ctrl-C in ``phase``: what is kept and how to go on."""
+def _interrupted(rundir: Path, phase: str, signal: KeyboardInterrupt) -> RunInterrupted:
+    """The one line for Ctrl-C (or SIGTERM: ``signal`` is a :class:`Terminated`) in ``phase``:
+    what is kept and how to go on."""
     from cryovae.training.checkpoint import load_checkpoint
 
+    what, code = ("terminated (SIGTERM)", 143) if isinstance(signal, Terminated) else ("interrupted", 130)
     if not (rundir / "config.yaml").exists():
-        return RunInterrupted(f"interrupted while {phase}; no run was started; run the command again")
+        return RunInterrupted(f"{what} while {phase}; no run was started; run the command again", code)
     kept = "no epoch has finished yet"
     try:
         kept = f"{rundir / CHECKPOINT} keeps epoch {int(load_checkpoint(rundir / CHECKPOINT)['epoch'])}"
     except CryovaeError:
         pass
-    return RunInterrupted(f"interrupted while {phase}; {kept}; no results were written; "
-                          f"resume with: cryovae train --resume {rundir}")
+    return RunInterrupted(f"{what} while {phase}; {kept}; no results were written; "
+                          f"resume with: cryovae train --resume {rundir}", code)
 
 
 def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig | None,
@@ -396,8 +398,8 @@ def train_run(particles: str | Path, rundir: str | Path, model_cfg: ModelConfig 
         star = write_results(rundir, stack, latents, bool(absolute_paths))
         log.info("best epoch %d; wrote %s and %s", result.best_epoch, star, rundir / LATENTS)
         return result
-    except KeyboardInterrupt:
-        raise _interrupted(rundir, phase) from None
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        raise _interrupted(rundir, phase, exc) from None
     finally:
         logging.getLogger("cryovae").removeHandler(handler)
         handler.close()
