@@ -141,10 +141,10 @@ def _diverged(model, y, ctf, terms, b_idx, epoch: int, batch: int, cfg: TrainCon
     kept = f"{CHECKPOINT} keeps the weights after epoch {epoch}"
     row = _first_bad(y)
     if row is not None:
-        return NonFiniteError(f"the preprocessed image of particle {int(b_idx[row])} (0-based) has NaN or "
+        return NonFiniteError(f"the preprocessed image of particle {int(b_idx[row]) + 1} (1-based, of those trained on) has NaN or "
                               f"infinite pixels; check the input stack ({kept})")
     if ctf is not None and (row := _first_bad(ctf)) is not None:
-        return NonFiniteError(f"the CTF of particle {int(b_idx[row])} (0-based) is not finite; check its "
+        return NonFiniteError(f"the CTF of particle {int(b_idx[row]) + 1} (1-based, of those trained on) is not finite; check its "
                               f"{', '.join(CTF_COLUMNS[:-1])} ({kept})")
     parts = {"recon": terms.recon, "kl": terms.kl, **terms.kl_parts}
     which = [k for k, v in parts.items() if not bool(torch.isfinite(v.detach()).all())] or ["elbo"]
