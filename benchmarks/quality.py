@@ -86,7 +86,7 @@ def run_case(case: str, model: str, s: dict, work: Path, out: Path, device: str)
         simulate_hinge,
         write_simulation,
     )
-    from cryovae.simulate.demo import motion_rows
+    from cryovae.workflows.demo import motion_rows
 
     kind, snr = CASES[case]
     sim_cfg = SimulationConfig(n=s["n"], box=s["box"], pixel_size_A=160.0 / s["box"], snr=snr,

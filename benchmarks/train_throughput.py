@@ -34,15 +34,15 @@ def _one(spec: dict) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from cryovae.models import ModelConfig, build_model, paper_config
-    from cryovae.training.config import TrainConfig
+    from cryovae.models import build_model, model_config, paper_config
+    from cryovae.runs import TrainConfig
     from cryovae.training.loop import make_optimizer
-    from cryovae.training.losses import elbo_terms
 
     torch.set_num_threads(spec["threads"]) if spec["threads"] else None
     device = torch.device(spec["device"])
-    make = paper_config if spec["paper"] else ModelConfig.for_model
-    cfg = make(spec["kind"], box=spec["box"], zdim=1, group="p8", **spec.get("overrides", {}))
+    make = paper_config if spec["paper"] else model_config
+    group = {"group": "p8"} if spec["kind"] == "target" else {}
+    cfg = make(spec["kind"], box=spec["box"], zdim=1, **group, **spec.get("overrides", {}))
     torch.manual_seed(0)
     model = build_model(cfg).to(device)
     opt = make_optimizer(model, TrainConfig())
@@ -55,7 +55,7 @@ def _one(spec: dict) -> dict:
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null():
-            loss = -elbo_terms(model, y).elbo.mean()
+            loss = -model(y).elbo.mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -94,7 +94,7 @@ def _one(spec: dict) -> dict:
         if hasattr(model, "encoder") and hasattr(model.encoder, "fft_lift"):
             model.encoder.fft_lift = False
         with FlopCounterMode(display=False) as counter:
-            loss = -elbo_terms(model, y).elbo.mean()
+            loss = -model(y).elbo.mean()
             loss.backward()
         flops = counter.get_total_flops()
     t_step = statistics.median(times)

@@ -69,13 +69,13 @@ def load_session(rundir: str | Path, particles: str | Path | None = None, device
         Not a run directory, or a particle file whose count differs from the latents.
     """
     run = TrainedRun.load(rundir, device=device)
-    latents = run.latents() if (Path(rundir) / "latents.npz").exists() else None
+    latents = run.latents() if run.run.latents_file.exists() else None
     if particles is None:
         stack = read_run_particles(run.config.input, missing_ok=True)  # read as train read them
     else:
         stack = read_particles(particles)
     if stack is not None and latents is not None and len(stack) != len(latents):
-        raise CryovaeError(f"{stack.path}: {len(stack)} particles but {Path(rundir) / 'latents.npz'} "
+        raise CryovaeError(f"{stack.path}: {len(stack)} particles but {run.run.latents_file} "
                            f"has {len(latents)}; choose the run's particle file or encode this one")
     return Session(run=run, latents=latents, stack=stack)
 

@@ -16,8 +16,10 @@ io = pytest.importorskip("cryovae.io")
 
 BOX = 24
 APIX = 3.0
-TINY = ["--box", "24", "--group", "p4", "--enc-fields", "2", "--enc-kernel", "9", "--gen-hidden", "16",
-        "--fourier-features", "8", "--batch-size", "16", "--device", "cpu", "--val-fraction", "0.25"]
+COMMON = ["--box", "24", "--gen-hidden", "16", "--fourier-features", "8", "--batch-size", "16", "--device", "cpu",
+          "--val-fraction", "0.25"]
+TARGET_ONLY = ["--group", "p4", "--enc-fields", "2", "--enc-kernel", "9"]
+TINY = [*COMMON, *TARGET_ONLY]
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +86,26 @@ def test_train_writes_the_run_directory_and_resume_continues(tmp_path, star):
 
 def test_train_with_ctf_and_spatial_vae(tmp_path, star):
     r = CliRunner().invoke(cli, ["train", str(star), "-o", str(tmp_path / "s"), "--model", "spatial",
-                                 "--enc-hidden", "32", "--epochs", "1", "--ctf", *TINY])
+                                 "--enc-hidden", "32", "--epochs", "1", "--ctf", *COMMON])
     assert r.exit_code == 0, r.output
     df = _particles(tmp_path / "s" / "particles.star")
     assert "cryovaeProb" not in df.columns and "cryovaeZ1" in df.columns
+    cfg = yaml.safe_load((tmp_path / "s" / "config.yaml").read_text())
+    assert cfg["model"]["kind"] == "spatial" and cfg["model"]["enc_hidden"] == [32]
+    assert "group" not in cfg["model"] and cfg["train"]["rotate_encoder"] is True  # spatial-VAE's own default
+
+
+def test_an_option_of_another_model_is_a_one_line_error(tmp_path, star):
+    """--group belongs to TARGET-VAE: with --model spatial it is refused, not silently ignored."""
+    r = CliRunner().invoke(cli, ["train", str(star), "-o", str(tmp_path / "s"), "--model", "spatial",
+                                 "--epochs", "1", *TINY])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert r.output.strip().splitlines() == [
+        "cryovae train: error: --group, --enc-fields, --enc-kernel: not an option of spatial-VAE "
+        "(--model spatial); see cryovae train --help"]
+    assert not (tmp_path / "s").exists()
+    r = CliRunner().invoke(cli, ["train", str(star), "--model", "nonesuch"])
+    assert r.exit_code == 2 and "nonesuch" in r.output and "target" in r.output and "spatial" in r.output
 
 
 @pytest.mark.parametrize("args,message", [

@@ -23,8 +23,7 @@ from test_models_synthetic import blob_particles
 from cryovae.cli.main import cli
 from cryovae.errors import CryovaeError
 from cryovae.geometry import apply_relion_alignment
-from cryovae.inference import Latents
-from cryovae.training.run import write_cs
+from cryovae.inference import Latents, write_cs
 
 io = pytest.importorskip("cryovae.io")
 

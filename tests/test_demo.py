@@ -52,7 +52,7 @@ def test_true_motion_row_follows_the_learned_frame():
 
     from cryovae.geometry import transform_image
     from cryovae.simulate import SimulationConfig, simulate_hinge
-    from cryovae.simulate.demo import motion_rows
+    from cryovae.workflows.demo import motion_rows
 
     sim = simulate_hinge(SimulationConfig(n=200, box=32, pixel_size_A=5.0, snr=None, seed=0), progress=False)
     frames = np.zeros((4, 32, 32), np.float32)

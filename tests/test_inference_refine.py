@@ -10,7 +10,7 @@ import torch
 
 from cryovae.errors import CryovaeError
 from cryovae.inference import Latents, RefineConfig, refine_latents
-from cryovae.inference.refine import log_posterior, refine_batch
+from cryovae.inference.refine import refine_batch
 from cryovae.models import ModelConfig, build_model
 
 BOX = 21
@@ -19,8 +19,9 @@ NOISE = 0.05
 
 def _model(kind: str):
     torch.manual_seed(0)
-    cfg = ModelConfig.for_model(kind, box=BOX, zdim=1, group="p4", enc_fields=2, enc_kernel=7, gen_hidden=32,
-                                fourier_features=16, enc_hidden=(32,), translation_prior_px=2.0)
+    own = {"target": dict(group="p4", enc_fields=2, enc_kernel=7), "spatial": dict(enc_hidden=(32,))}[kind]
+    cfg = ModelConfig.for_model(kind, box=BOX, zdim=1, gen_hidden=32, fourier_features=16,
+                                translation_prior_px=2.0, **own)
     model = build_model(cfg).eval()
     with torch.no_grad():
         model.log_sigma.fill_(math.log(NOISE))
@@ -55,7 +56,7 @@ def test_refinement_moves_a_perturbed_start_to_the_generating_pose_and_z(kind):
     assert float(dth.abs().median()) < 0.15 / 5
     assert float((cr - center).norm(dim=1).median()) < 0.8 * math.sqrt(2) / 5
     with torch.no_grad():  # the truth is (about) where the objective peaks: refinement got close to it
-        at_truth = log_posterior(model, y, z, theta, center)
+        at_truth = model.log_posterior(y, z, theta, center)
     assert float((at_truth - end).median()) < 5.0
 
 

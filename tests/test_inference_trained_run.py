@@ -12,7 +12,8 @@ from test_models_synthetic import blob_particles
 from cryovae.errors import CryovaeError, InputFileError
 from cryovae.inference import Latents, RefineConfig, TrainedRun, encode_images, refine_latents
 from cryovae.models import ModelConfig
-from cryovae.training import RunConfig, TrainConfig, fit, write_run_config
+from cryovae.runs import RunConfig, TrainConfig, write_run_config
+from cryovae.training import fit_images
 
 BOX = 21
 
@@ -27,7 +28,7 @@ def rundir(tmp_path_factory):
                                  gen_hidden=32, fourier_features=16, pixel_size=3.5)
     tcfg = TrainConfig(epochs=1, batch_size=16, val_fraction=0.25)
     write_run_config(d, RunConfig(model=mcfg, train=tcfg, preprocess={"box": BOX}), "cryovae train test")
-    res = fit(imgs, mcfg, tcfg, d, torch.device("cpu"), progress=False)
+    res = fit_images(imgs, mcfg, tcfg, d, torch.device("cpu"), progress=False)
     lat = encode_images(res.model, imgs, mcfg.pixel_size)  # what cryovae train writes:
     lat = refine_latents(res.model, imgs, lat, RefineConfig(steps=tcfg.refine_steps))  # refined
     lat.save(d / "latents.npz")

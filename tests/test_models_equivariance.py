@@ -16,7 +16,7 @@ from test_models_synthetic import blob_particles
 
 from cryovae.geometry import rotation_matrix
 from cryovae.models import ModelConfig, TargetVAE, build_model
-from cryovae.training.checkpoint import load_model_state, model_state
+from cryovae.runs.checkpoint import load_model_state, model_state
 
 BOX = 33  # odd: np.rot90 turns about pixel N//2 exactly
 

@@ -49,7 +49,7 @@ def _write_input(tmp_path, imgs, relion31: bool):
 
 @pytest.mark.parametrize("relion31", [True, False])
 def test_star_pose_aligns_particles_onto_the_decoded_template(tmp_path, particles, relion31):
-    from cryovae.training.run import write_star
+    from cryovae.inference import write_star
 
     imgs, template, theta, center, win = particles
     star_in = _write_input(tmp_path, imgs, relion31)

@@ -21,7 +21,7 @@ from cryovae.cli.main import cli
 from cryovae.errors import DamagedFileError, OutputFileError
 from cryovae.io import read_particles, write_stack, write_star
 from cryovae.io.atomic import atomic_path
-from cryovae.training.checkpoint import load_checkpoint
+from cryovae.runs.checkpoint import load_checkpoint
 from cryovae.training.loop import RESUME_KEYS
 
 BOX = 24
@@ -269,8 +269,8 @@ def _interrupt_at(monkeypatch, target, after_calls=0):
 @pytest.mark.parametrize("phase,target,after,epoch", [
     ("training", "cryovae.training.loop.run_epoch", 0, 0),       # first epoch: the epoch-0 checkpoint
     ("training", "cryovae.training.loop.run_epoch", 2, 1),       # second epoch (train + val ran once)
-    ("refining", "cryovae.training.run.refine_latents", 0, 2),
-    ("writing", "cryovae.training.run.write_star", 0, 2),        # after latents.npz was written
+    ("refining", "cryovae.workflows.train.refine_latents", 0, 2),
+    ("writing", "cryovae.workflows.train.write_star", 0, 2),        # after latents.npz was written
 ])
 def test_ctrl_c_in_any_phase_exits_130_keeps_a_checkpoint_and_writes_no_results(
         tmp_path, star, monkeypatch, phase, target, after, epoch):
@@ -327,7 +327,8 @@ def test_ctrl_c_in_another_command_exits_130_and_leaves_no_file(run, star, tmp_p
 # --- 4. the image cache -------------------------------------------------------------------------
 
 def test_images_cache_is_keyed_to_its_particles_and_preprocessing(tmp_path, monkeypatch, caplog):
-    from cryovae.training import run as run_mod
+    import cryovae.data
+    from cryovae.runs import RunDir
 
     a = read_particles(_particles(tmp_path / "a", seed=1))
     b = read_particles(_particles(tmp_path / "b", seed=2))  # same count and box, other images
@@ -335,23 +336,23 @@ def test_images_cache_is_keyed_to_its_particles_and_preprocessing(tmp_path, monk
     rundir.mkdir()
     pre = {"box": 12, "invert": False}
     calls = []
-    real = run_mod.preprocess_stack
-    monkeypatch.setattr(run_mod, "preprocess_stack", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = cryovae.data.preprocess_stack
+    monkeypatch.setattr(cryovae.data, "preprocess_stack", lambda *a, **k: calls.append(1) or real(*a, **k))
 
-    from_a = run_mod.cached_images(rundir, a, pre, progress=False)
-    assert run_mod.cached_images(rundir, a, pre, progress=False).tobytes() == from_a.tobytes()
+    from_a = RunDir(rundir).cached_images(a, pre, progress=False)
+    assert RunDir(rundir).cached_images(a, pre, progress=False).tobytes() == from_a.tobytes()
     assert len(calls) == 1  # reused when nothing changed
-    from_b = run_mod.cached_images(rundir, b, pre, progress=False)
+    from_b = RunDir(rundir).cached_images(b, pre, progress=False)
     assert len(calls) == 2 and not np.allclose(from_b, from_a)
     np.testing.assert_array_equal(from_b, real(b, pre, progress=False))
     assert "made from other particles" in caplog.text
-    inverted = run_mod.cached_images(rundir, b, {**pre, "invert": True}, progress=False)
+    inverted = RunDir(rundir).cached_images(b, {**pre, "invert": True}, progress=False)
     assert len(calls) == 3
     np.testing.assert_allclose(inverted, -from_b, atol=1e-5)
     np.testing.assert_array_equal(np.load(rundir / "images.npy"), inverted)
     # an old cache without its record is not trusted either
     (rundir / "images.json").unlink()
-    run_mod.cached_images(rundir, b, {**pre, "invert": True}, progress=False)
+    RunDir(rundir).cached_images(b, {**pre, "invert": True}, progress=False)
     assert len(calls) == 4
 
 
@@ -387,9 +388,9 @@ def test_a_nan_defocus_with_ctf_names_the_column_and_particle(tmp_path):
 def test_divergence_names_the_loss_suggests_lr_and_keeps_the_last_good_checkpoint(tmp_path, star, monkeypatch):
     """Epoch 2's weights turn NaN mid-epoch (as a too-large --lr does): the error says so, and
     checkpoint.pt / best.pt keep epoch 1's finite weights."""
-    from cryovae.training import loop
+    from cryovae.models import TargetVAE
 
-    real = loop.elbo_terms
+    real = TargetVAE.forward
     calls = {"n": 0}
 
     def diverging(model, *args, **kwargs):
@@ -399,7 +400,7 @@ def test_divergence_names_the_loss_suggests_lr_and_keeps_the_last_good_checkpoin
                 next(model.parameters()).fill_(float("nan"))
         return real(model, *args, **kwargs)
 
-    monkeypatch.setattr(loop, "elbo_terms", diverging)
+    monkeypatch.setattr(TargetVAE, "forward", diverging)
     run = tmp_path / "run"
     line = _one_line_error(_invoke(["train", star, "-o", run, "--epochs", "3", *TINY]))
     assert "non-finite loss" in line and "epoch 2" in line and "weights became non-finite" in line
@@ -413,7 +414,7 @@ def test_divergence_names_the_loss_suggests_lr_and_keeps_the_last_good_checkpoin
 
 def test_latents_file_checks(tmp_path):
     """A latents.npz whose arrays disagree is damage, not a later shape error."""
-    from cryovae.inference.latents import Latents
+    from cryovae.runs import Latents
 
     path = tmp_path / "latents.npz"
     np.savez(path, z_mean=np.zeros((3, 1)), z_std=np.zeros((3, 1)), theta=np.zeros(3),

@@ -9,10 +9,12 @@ import pytest
 import torch
 from test_models_synthetic import blob_particles
 
+from cryovae.device import resolve_device
 from cryovae.errors import CryovaeError
 from cryovae.models import ModelConfig
-from cryovae.training import TrainConfig, fit, loop, resolve_device
-from cryovae.training.checkpoint import load_checkpoint
+from cryovae.runs import TrainConfig
+from cryovae.runs.checkpoint import load_checkpoint
+from cryovae.training import fit_images, loop
 
 BOX = 21
 
@@ -27,8 +29,8 @@ def _stack(n=96, seed=0):
 
 
 def _cfgs(kind="target", epochs=2, **train):
-    mcfg = ModelConfig.for_model(kind, box=BOX, group="p4", enc_fields=4, enc_kernel=11, gen_hidden=32,
-                                 fourier_features=16, enc_hidden=(64,))
+    own = {"target": dict(group="p4", enc_fields=4, enc_kernel=11), "spatial": dict(enc_hidden=(64,))}[kind]
+    mcfg = ModelConfig.for_model(kind, box=BOX, gen_hidden=32, fourier_features=16, **own)
     tcfg = TrainConfig(epochs=epochs, batch_size=16, lr=2e-3, seed=3, val_fraction=0.25, **train)
     return mcfg, tcfg
 
@@ -37,7 +39,7 @@ def _cfgs(kind="target", epochs=2, **train):
 def test_elbo_improves_on_a_small_synthetic_stack(tmp_path, kind):
     torch.set_num_threads(2)
     mcfg, tcfg = _cfgs(kind, epochs=5, early_stop_patience=0)
-    res = fit(_stack(64), mcfg, tcfg, tmp_path, torch.device("cpu"), progress=False)
+    res = fit_images(_stack(64), mcfg, tcfg, tmp_path, torch.device("cpu"), progress=False)
     train = [h for h in res.history if h["split"] == "train"]
     val = [h for h in res.history if h["split"] == "val"]
     assert len(train) == 5 and len(val) == 5
@@ -55,12 +57,12 @@ def test_resume_after_epoch_one_equals_uninterrupted_run(tmp_path):
     mcfg, tcfg2 = _cfgs(epochs=2)
     _, tcfg1 = _cfgs(epochs=1)
     (tmp_path / "full").mkdir()
-    full = fit(imgs, mcfg, tcfg2, tmp_path / "full", torch.device("cpu"), progress=False)
+    full = fit_images(imgs, mcfg, tcfg2, tmp_path / "full", torch.device("cpu"), progress=False)
     (tmp_path / "split").mkdir()
-    fit(imgs, mcfg, tcfg1, tmp_path / "split", torch.device("cpu"), progress=False)
+    fit_images(imgs, mcfg, tcfg1, tmp_path / "split", torch.device("cpu"), progress=False)
     ck1 = load_checkpoint(tmp_path / "split" / "checkpoint.pt")
     assert ck1["epoch"] == 1 and {"model", "optimizer", "scheduler", "rng", "split", "history"} <= set(ck1)
-    resumed = fit(imgs, mcfg, tcfg2, tmp_path / "split", torch.device("cpu"), resume=True, progress=False)
+    resumed = fit_images(imgs, mcfg, tcfg2, tmp_path / "split", torch.device("cpu"), resume=True, progress=False)
     assert [h["elbo"] for h in resumed.history] == pytest.approx([h["elbo"] for h in full.history], rel=1e-6)
     a = load_checkpoint(tmp_path / "full" / "checkpoint.pt")["model"]
     b = load_checkpoint(tmp_path / "split" / "checkpoint.pt")["model"]
@@ -71,11 +73,11 @@ def test_resume_after_epoch_one_equals_uninterrupted_run(tmp_path):
 def test_bad_options_are_one_line_errors(tmp_path):
     mcfg, _ = _cfgs()
     with pytest.raises(CryovaeError, match="epochs"):
-        fit(_stack(8), mcfg, TrainConfig(epochs=0), tmp_path, torch.device("cpu"), progress=False)
+        fit_images(_stack(8), mcfg, TrainConfig(epochs=0), tmp_path, torch.device("cpu"), progress=False)
     with pytest.raises(CryovaeError, match="images must be"):
-        fit(np.zeros((8, 5, 5), np.float32), mcfg, TrainConfig(epochs=1), tmp_path, torch.device("cpu"))
+        fit_images(np.zeros((8, 5, 5), np.float32), mcfg, TrainConfig(epochs=1), tmp_path, torch.device("cpu"))
     with pytest.raises(CryovaeError, match="no checkpoint"):
-        fit(_stack(8), mcfg, TrainConfig(epochs=1), tmp_path, torch.device("cpu"), resume=True)
+        fit_images(_stack(8), mcfg, TrainConfig(epochs=1), tmp_path, torch.device("cpu"), resume=True)
     with pytest.raises(CryovaeError, match="group"):
         ModelConfig.for_model("target", group="p5")
     with pytest.raises(CryovaeError, match="device"):
@@ -91,13 +93,13 @@ def test_z_delay_epochs_neither_schedule_nor_pick_best(tmp_path, monkeypatch):
 
     def worsening_validation(*args, **kwargs):  # the real epoch, with a val ELBO falling 100 nats/epoch
         out = real_run_epoch(*args, **kwargs)
-        if kwargs.get("optimizer", args[7] if len(args) > 7 else None) is None:
-            out["elbo"] = -1000.0 - 100.0 * args[6]
+        if kwargs.get("optimizer", args[6] if len(args) > 6 else None) is None:
+            out["elbo"] = -1000.0 - 100.0 * args[5]
         return out
 
     monkeypatch.setattr(loop, "run_epoch", worsening_validation)
     mcfg, tcfg = _cfgs(epochs=4, z_delay_epochs=3, lr_patience=0, early_stop_patience=1)
-    res = fit(_stack(48), mcfg, tcfg, tmp_path, torch.device("cpu"), progress=False)
+    res = fit_images(_stack(48), mcfg, tcfg, tmp_path, torch.device("cpu"), progress=False)
     train = [h for h in res.history if h["split"] == "train"]
     assert len(train) == 4  # patience 1 would have stopped inside the delay
     assert [h["lr"] for h in train] == [tcfg.lr] * 4  # lr_patience 0 would have halved it each epoch

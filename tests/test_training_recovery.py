@@ -14,7 +14,8 @@ from test_models_synthetic import aligned_angle_error_deg, blob_particles, circu
 from cryovae.geometry import rotation_matrix
 from cryovae.inference import encode_images
 from cryovae.models import ModelConfig
-from cryovae.training import TrainConfig, fit
+from cryovae.runs import TrainConfig
+from cryovae.training import fit_images
 
 BOX = 33
 
@@ -32,7 +33,7 @@ def test_target_vae_recovers_rotations_and_shifts(tmp_path):
                                  gen_hidden=64, fourier_features=32, translation_prior_px=2.0)
     tcfg = TrainConfig(epochs=16, batch_size=16, lr=2e-3, seed=0, val_fraction=0.0, sigma_lr_scale=100,
                        z_delay_epochs=2)
-    res = fit(imgs, mcfg, tcfg, tmp_path, torch.device("cpu"), progress=False)
+    res = fit_images(imgs, mcfg, tcfg, tmp_path, torch.device("cpu"), progress=False)
     lat = encode_images(res.model, imgs, pixel_size=1.0)
 
     err = aligned_angle_error_deg(lat.theta, theta)

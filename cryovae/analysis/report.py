@@ -27,12 +27,10 @@ from cryovae.analysis.clustering import Clusters, kmeans, split_by_cluster
 from cryovae.analysis.embedding import fit_pca, latent_view, umap_embedding
 from cryovae.analysis.traverse import decode_frames, default_traversal
 from cryovae.errors import CryovaeError, InputFileError
+from cryovae.runs import RunDir
 
 log = logging.getLogger(__name__)
 
-STAR = "particles.star"
-METRICS = "metrics.csv"
-IMAGES_CACHE = "images.npy"
 
 
 @dataclass(frozen=True)
@@ -131,7 +129,7 @@ def load_particle_images(run, idx: np.ndarray, n: int) -> np.ndarray:
     """Preprocessed images (len(idx), box, box) of the run's particles ``idx`` (0-based): from
     RUNDIR/images.npy (written by training) or else the run's input file and preprocessing.
     ``n``: number of particles of the run."""
-    cache = Path(run.rundir) / IMAGES_CACHE
+    cache = RunDir(run.rundir).images
     if cache.exists():
         arr = np.load(cache, mmap_mode="r")
         if arr.shape == (n, run.box, run.box):
@@ -175,7 +173,8 @@ def analyze_run(run, outdir: str | Path, cfg: AnalyzeConfig) -> Report:
     rundir = Path(run.rundir)
     lat = run.latents()
     n, zdim = lat.z_mean.shape
-    star_path = rundir / STAR
+    files = RunDir(rundir)
+    star_path = files.star
     star = read_run_star(star_path, n)
     color = star_column(star.blocks, star.data_block, cfg.color_by, star_path) if cfg.color_by else None
     report = Report(title=f"cryovae analysis of {rundir.resolve().name}")
@@ -186,7 +185,7 @@ def analyze_run(run, outdir: str | Path, cfg: AnalyzeConfig) -> Report:
     else:
         log.info("zdim = 0: no latent space to plot or cluster")
     _pose_section(outdir, report, lat, run.pixel_size)
-    _learning_section(outdir, report, rundir / METRICS)
+    _learning_section(outdir, report, files.metrics)
     _example_section(run, outdir, cfg, report, lat)
     write_json(report.summary, outdir / "summary.json")
     write_text(render_html(report), outdir / "index.html")

@@ -24,7 +24,7 @@ import click
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def command(outdir: Path, tiny: bool, epochs: int | None, device: str) -> None:
     from cryovae.cli.evaluate import summary_lines
-    from cryovae.simulate.demo import demo_config, run_demo
+    from cryovae.workflows import demo_config, run_demo
 
     cfg = demo_config(tiny=tiny, **({} if epochs is None else {"epochs": epochs}))
     if cfg.epochs < 1:

@@ -30,10 +30,16 @@ from cryovae.cli.options import particle_reading_options
 def command(rundir, particles, output, latents_path, device, batch_size, datadir, apix, skip_bad, weights,
             refine_steps, absolute_paths) -> None:
     """Encode PARTICLES with the model in RUNDIR (preprocessed to the run's box and pixel size)."""
-    from cryovae.inference import RefineConfig, TrainedRun, encode_stack
+    from cryovae.inference import (
+        RefineConfig,
+        TrainedRun,
+        check_output,
+        encode_stack,
+        stack_ctf,
+        write_particles,
+    )
     from cryovae.io import read_particles
     from cryovae.io.bad_particles import bad_list_path, report_skipped
-    from cryovae.training.run import check_output, stack_ctf, write_particles
 
     check_output(output)
     run = TrainedRun.load(rundir, device=device, weights=weights)

@@ -1,20 +1,46 @@
-"""Train TARGET-VAE or spatial-VAE on a particle file; write poses and latents into a star.
+"""Train a registered model (TARGET-VAE, spatial-VAE, ...) on a particle file; write poses and
+latents into a star.
 
 Example: cryovae train particles.star --group p8 --zdim 1        (writes ./cryovae_particles/)
          cryovae train particles.star --group p8 --zdim 1 -o run1
 Resume a killed run: cryovae train --resume run1 [--epochs 50]
+
+The model options and their defaults come from the registered models' configs
+(:mod:`cryovae.models.registry`), the training defaults from :class:`cryovae.runs.TrainConfig`;
+``--help`` prints them grouped per model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from pathlib import Path
 
 import click
 
+from cryovae.cli.config_options import GroupedCommand, config_overrides, field_option
 from cryovae.cli.options import particle_reading_options
 from cryovae.errors import CryovaeError
+
+IO = "Input and output"
+TRAINING = "Training"
+MODEL = "Model (every model)"
+
+#: options ``train --resume`` takes from the command line; every other one is the run's (config.yaml)
+RESUME_OPTIONS = ("resume", "outdir", "epochs", "device", "absolute_paths", "particles")
+#: --flag -> TrainConfig field, with help; the defaults are TrainConfig's
+TRAIN_OPTIONS = (
+    ("--epochs", "epochs", int, "Maximum epochs."),
+    ("--batch-size", "batch_size", int, "Particles per step."),
+    ("--lr", "lr", float, "Adam learning rate."),
+    ("--seed", "seed", int, "Seeds the weights, the split, the data order and every sample."),
+    ("--val-fraction", "val_fraction", float, "Fraction of particles held out for validation."),
+    ("--patience", "early_stop_patience", int, "Early-stopping patience (0: never)."),
+    ("--z-delay", "z_delay_epochs", int, "Epochs with z = 0."),
+    ("--refine-steps", "refine_steps", int,
+     "After training, steps of per-particle pose and z refinement (0: the encoder's)."),
+)
 
 
 def _command_line() -> str:
@@ -41,93 +67,136 @@ def default_run_dir(particles: str) -> str:
     return f"cryovae_{Path(particles).stem}"
 
 
-#: options ``train --resume`` takes from the command line; every other one is the run's (config.yaml)
-RESUME_OPTIONS = ("resume", "outdir", "epochs", "device", "absolute_paths", "particles")
+def _given(ctx: click.Context) -> list[click.Parameter]:
+    return [p for p in ctx.command.params
+            if ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
 
 
-def _refuse_options_a_resume_ignores() -> None:
+def _refuse_options_a_resume_ignores(ctx: click.Context) -> None:
     """A one-line error for an option given with --resume that the run's config.yaml decides
     (--zdim, --apix, --skip-bad, ...): a resumed run reads and trains exactly as it started."""
-    ctx = click.get_current_context()
-    given = [p for p in ctx.command.params
-             if p.name not in RESUME_OPTIONS
-             and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+    given = [p for p in _given(ctx) if p.name not in RESUME_OPTIONS]
     if given:
         names = ", ".join(max(p.opts, key=len) for p in given)
         raise CryovaeError(f"{names}: not with --resume (a resumed run keeps the options in its config.yaml; "
                            "only --epochs, --device and --absolute-paths may change)")
 
 
-def _hidden(value: str | None) -> tuple[int, ...] | None:
-    if value is None:
-        return None
-    try:
-        return tuple(int(v) for v in value.split(",") if v.strip())
-    except ValueError:
-        raise CryovaeError(f"--enc-hidden expects comma-separated integers, got {value!r}") from None
+def _refuse_options_of_other_models(ctx: click.Context, model_cls) -> None:
+    """A one-line error for a model option the chosen model does not have (``--enc-hidden``
+    with ``--model target``): it would otherwise be silently ignored."""
+    own = model_cls.config_class.field_names()
+    foreign = [p for p in _given(ctx) if getattr(p, "model_field", False) and p.name not in own]
+    if foreign:
+        names = ", ".join(max(p.opts, key=len) for p in foreign)
+        raise CryovaeError(f"{names}: not an option of {model_cls.title} (--model {model_cls.name}); "
+                           "see cryovae train --help")
 
 
-@click.command("train")
-@click.argument("particles", required=False, type=click.Path(dir_okay=False))
-@click.option("-o", "--outdir", default=None, type=click.Path(file_okay=False),
-              help="Run directory [default: ./cryovae_<PARTICLES name>; required with --resume].")
-@click.option("--model", "kind", type=click.Choice(["target", "spatial"]), default="target", show_default=True)
-@click.option("--group", type=click.Choice(["c1", "p4", "p8", "p16"]), default=None,
-              help="TARGET-VAE rotation group (c1: translation only) [p8].")
-@click.option("--zdim", type=int, default=1, show_default=True, help="Content latent dimensions.")
-@click.option("--box", type=int, default=None,
-              help="Model box in pixels (Fourier crop) [default: the images' size when <= 40 px, else 40].")
-@click.option("--epochs", type=int, default=None, help="Maximum epochs [default: 20].")
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="Adam learning rate.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--val-fraction", type=float, default=0.1, show_default=True)
-@click.option("--patience", type=int, default=8, show_default=True, help="Early-stopping patience (0: never).")
-@click.option("--ctf/--no-ctf", default=False, show_default=True, help="Apply each particle's CTF.")
-@click.option("--resume", default=None, is_flag=False, flag_value="", metavar="[RUNDIR]",
-              help="Continue a run from its checkpoint: --resume RUNDIR, or --resume -o RUNDIR.")
-@particle_reading_options
-@click.option("--invert/--no-invert", default=False, show_default=True, help="Invert contrast when preprocessing.")
-@click.option("--paper-size", is_flag=True, help="The papers' architecture sizes (slow).")
-@click.option("--enc-fields", type=int, default=None, help="TARGET-VAE regular fields [16].")
-@click.option("--enc-kernel", type=int, default=None, help="TARGET-VAE lifting kernel, odd [33].")
-@click.option("--enc-layers", type=int, default=None, help="Extra group-conv layers [1].")
-@click.option("--enc-hidden", default=None, help="spatial-VAE encoder widths, e.g. 500,500.")
-@click.option("--gen-hidden", type=int, default=None, help="Generator width [128 target / 256 spatial].")
-@click.option("--gen-layers", type=int, default=None, help="Generator hidden layers [2].")
-@click.option("--fourier-features", type=int, default=None, help="Fourier features (0 = raw coords).")
-@click.option("--fourier-scale", type=float, default=None, help="Fourier frequency std [2].")
-@click.option("--activation", type=click.Choice(["relu", "leaky_relu", "tanh"]), default=None)
-@click.option("--noise", type=click.Choice(["global", "pixel"]), default=None, help="Noise model [global].")
-@click.option("--translation-prior", type=float, default=None, help="Centre prior std, model pixels [4].")
-@click.option("--max-shift", type=int, default=None,
-              help="TARGET-VAE translation grid half-width, model pixels [3 x translation prior].")
-@click.option("--theta-prior", type=float, default=None, help="spatial-VAE theta prior std, rad [pi].")
-@click.option("--no-translation", is_flag=True, help="spatial-VAE: no translation inference.")
-@click.option("--gumbel-hard", is_flag=True, help="Straight-through one-hot (t, r) samples.")
-@click.option("--z-delay", type=int, default=2, show_default=True, help="Epochs with z = 0.")
-@click.option("--rotate-encoder/--no-rotate-encoder", default=None,
-              help="spatial-VAE rotation augmentation [on for spatial].")
-@click.option("--refine-steps", type=int, default=20, show_default=True,
-              help="After training, steps of per-particle pose and z refinement (0: the encoder's).")
-@click.option("--absolute-paths", is_flag=True, default=None,
-              help="Write absolute stack paths in particles.star's rlnImageName.")
-def command(particles, outdir, kind, group, zdim, box, epochs, batch_size, lr, device, seed, val_fraction,
-            patience, ctf, resume, datadir, apix, skip_bad, invert, paper_size, enc_fields, enc_kernel, enc_layers,
-            enc_hidden, gen_hidden, gen_layers, fourier_features, fourier_scale, activation, noise,
-            translation_prior, max_shift, theta_prior, no_translation, gumbel_hard, z_delay, rotate_encoder,
-            refine_steps, absolute_paths) -> None:
-    """Train TARGET-VAE (--model target) or spatial-VAE (--model spatial) on PARTICLES.
+def _model_options() -> list[click.Option]:
+    """One option per config field with ``option`` metadata over every registered model: fields
+    of the shared :class:`cryovae.models.ModelConfig` under "Model", the rest under their model."""
+    from cryovae.models import ModelConfig, model_classes
 
-    Writes config.yaml, checkpoint.pt, best.pt, metrics.csv, train.log, latents.npz and
-    particles.star (RELION psi / origin in Å and cryovaeZ1..n) into OUTDIR.
-    """
-    from cryovae.models import ModelConfig, paper_config
-    from cryovae.training import TrainConfig
-    from cryovae.training.run import train_run
+    classes = model_classes()
+    common = [f for f in dataclasses.fields(ModelConfig) if "cli" in f.metadata]
+    seen = {f.name for f in common}
+    options = []
+
+    def defaults(name: str) -> dict:
+        return {c.name: getattr(c.config_class(), name) for c in classes if name in c.config_class.field_names()}
+
+    for f in common:
+        options.append(field_option(f, defaults(f.name), MODEL))
+    for cls in classes:
+        group = f"{cls.title} (--model {cls.name})"
+        for f in dataclasses.fields(cls.config_class):
+            if "cli" in f.metadata and f.name not in seen:
+                seen.add(f.name)
+                options.append(field_option(f, defaults(f.name), group))
+    for opt in options:
+        opt.model_field = True  # type: ignore[attr-defined]
+    return options
+
+
+def _grouped(group: str, *decorators):
+    """Apply click option decorators and tag the options they add with ``help_group``."""
+    def apply(func):
+        before = len(getattr(func, "__click_params__", []))
+        for dec in reversed(decorators):
+            func = dec(func)
+        for p in func.__click_params__[before:]:  # click appends each new option
+            p.help_group = group
+        return func
+    return apply
+
+
+def build_command() -> click.Command:
+    """The ``train`` command for the models registered now (called once at import; a test that
+    registers a model builds it again)."""
+    from cryovae.models import model_names
+    from cryovae.runs import TrainConfig
+
+    train_defaults = TrainConfig()
+
+    def callback(**params):
+        _train(click.get_current_context(), params)
+
+    def train_option(flag, name, type_, help_text):
+        return click.option(flag, name, type=type_, default=None,
+                            help=f"{help_text}  [default: {getattr(train_defaults, name):g}]")
+
+    func = callback
+    func = _grouped(
+        TRAINING, *(train_option(*spec) for spec in TRAIN_OPTIONS),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--rotate-encoder/--no-rotate-encoder", default=None,
+                     help="Random rotation augmentation of the encoder input  [on for spatial]."),
+    )(func)
+    func = _grouped(
+        MODEL,
+        click.option("--model", "kind", type=click.Choice(list(model_names())), default=model_names()[0],
+                     show_default=True, help="The model to train."),
+        click.option("--box", type=int, default=None,
+                     help="Model box in pixels (Fourier crop)  [default: the images' size when <= 40 px, else 40]."),
+        click.option("--paper-size", is_flag=True, help="The papers' architecture sizes (slow)."),
+    )(func)
+    func = _grouped(
+        IO,
+        click.argument("particles", required=False, type=click.Path(dir_okay=False)),
+        click.option("-o", "--outdir", default=None, type=click.Path(file_okay=False),
+                     help="Run directory  [default: ./cryovae_<PARTICLES name>; required with --resume]."),
+        click.option("--resume", default=None, is_flag=False, flag_value="", metavar="[RUNDIR]",
+                     help="Continue a run from its checkpoint: --resume RUNDIR, or --resume -o RUNDIR."),
+        particle_reading_options,
+        click.option("--invert/--no-invert", default=False, show_default=True,
+                     help="Invert contrast when preprocessing."),
+        click.option("--absolute-paths", is_flag=True, default=None,
+                     help="Write absolute stack paths in particles.star's rlnImageName."),
+    )(func)
+    for p in func.__click_params__:
+        if not hasattr(p, "help_group"):
+            p.help_group = IO  # the reading options
+    command = click.command("train", cls=GroupedCommand, help=_HELP)(func)
+    # the model options follow the others in --help
+    command.params.extend(_model_options())
+    return command
+
+
+_HELP = """Train a model on PARTICLES (--model target: TARGET-VAE, spatial: spatial-VAE).
+
+Writes config.yaml, checkpoint.pt, best.pt, metrics.csv, train.log, latents.npz and
+particles.star (RELION psi / origin in Å and cryovaeZ1..n) into OUTDIR.
+"""
+
+
+def _train(ctx: click.Context, p: dict) -> None:
+    from cryovae.models import model_class, model_config, paper_config
+    from cryovae.runs import TrainConfig
+    from cryovae.workflows import train_run
 
     command_line = _command_line()
+    particles, outdir, resume = p["particles"], p["outdir"], p["resume"]
     if resume:  # --resume RUNDIR
         if outdir is not None and outdir != resume:
             raise CryovaeError(f"--resume {resume} and -o {outdir} name different runs")
@@ -140,24 +209,23 @@ def command(particles, outdir, kind, group, zdim, box, epochs, batch_size, lr, d
     if outdir is None:
         outdir = default_run_dir(particles)
     if resume:
-        _refuse_options_a_resume_ignores()
-        train_run(particles or "", outdir, None, None, device=device, resume=True, epochs=epochs,
-                  command_line=command_line, absolute_paths=absolute_paths)
+        _refuse_options_a_resume_ignores(ctx)
+        train_run(particles or "", outdir, None, None, device=p["device"], resume=True, epochs=p["epochs"],
+                  command_line=command_line, absolute_paths=p["absolute_paths"])
         click.echo(f"{outdir}/particles.star")
         return
-    arch = dict(box=box, zdim=zdim, group=group, ctf=ctf, enc_fields=enc_fields, enc_kernel=enc_kernel,
-                enc_layers=enc_layers, enc_hidden=_hidden(enc_hidden), gen_hidden=gen_hidden,
-                gen_layers=gen_layers, fourier_features=fourier_features, fourier_scale=fourier_scale,
-                gen_activation=activation, noise=noise, translation_prior_px=translation_prior, max_shift=max_shift,
-                theta_prior_std=theta_prior, gumbel_hard=True if gumbel_hard else None,
-                translation=False if no_translation else None)
-    model_cfg = paper_config(kind, **{k: v for k, v in arch.items() if v is not None}) if paper_size \
-        else ModelConfig.for_model(kind, **arch)
-    train_cfg = TrainConfig(epochs=20 if epochs is None else epochs, batch_size=batch_size, lr=lr, seed=seed,
-                            val_fraction=val_fraction, early_stop_patience=patience, z_delay_epochs=z_delay,
-                            rotate_encoder=(kind == "spatial") if rotate_encoder is None else rotate_encoder,
-                            refine_steps=refine_steps)
-    train_run(particles, outdir, model_cfg, train_cfg, preprocess={"invert": invert}, device=device,
-              datadir=datadir, apix=apix, skip_bad=skip_bad, command_line=command_line, auto_box=box is None,
-              absolute_paths=bool(absolute_paths))
+    cls = model_class(p["kind"])
+    _refuse_options_of_other_models(ctx, cls)
+    arch = {"box": p["box"], **config_overrides(cls.config_class, p)}
+    make = paper_config if p["paper_size"] else model_config
+    model_cfg = make(cls.name, **arch)
+    train = {name: p[name] for _flag, name, _t, _h in TRAIN_OPTIONS if p[name] is not None}
+    rotate = cls.rotate_encoder_default if p["rotate_encoder"] is None else p["rotate_encoder"]
+    train_cfg = TrainConfig(**train, rotate_encoder=rotate)
+    train_run(particles, outdir, model_cfg, train_cfg, preprocess={"invert": p["invert"]}, device=p["device"],
+              datadir=p["datadir"], apix=p["apix"], skip_bad=p["skip_bad"], command_line=command_line,
+              auto_box=p["box"] is None, absolute_paths=bool(p["absolute_paths"]))
     click.echo(f"{outdir}/particles.star")
+
+
+command = build_command()

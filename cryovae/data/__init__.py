@@ -1,5 +1,7 @@
-"""cryovae.data: preprocessing of particle images (Fourier crop, invert, normalise, mask)."""
+"""cryovae.data: preprocessing of particle images (Fourier crop, invert, normalise, mask), and
+the preprocessed particles as a dataset with a seeded sampler."""
 
+from cryovae.data.dataset import ParticleDataset, SeededSampler, epoch_seed
 from cryovae.data.fourier import check_crop_box, cropped_pixel_size, fourier_crop
 from cryovae.data.preprocess import (
     NORMALIZE_MODES,
@@ -10,10 +12,14 @@ from cryovae.data.preprocess import (
     preprocess_images,
     soft_circular_mask,
 )
-from cryovae.data.stack_files import PreprocessResult, preprocess_particle_file
+from cryovae.data.stack_files import PreprocessResult, preprocess_particle_file, preprocess_stack
 
 __all__ = [
     "NORMALIZE_MODES",
+    "ParticleDataset",
+    "SeededSampler",
+    "epoch_seed",
+    "preprocess_stack",
     "ConstantImages",
     "PreprocessConfig",
     "PreprocessResult",

@@ -34,6 +34,24 @@ class PreprocessResult:
     pixel_size: float
 
 
+def preprocess_stack(stack: ParticleStack, preprocess: dict | PreprocessConfig, batch_size: int = 1024,
+                     progress: bool = True) -> np.ndarray:
+    """All particles of ``stack`` through :func:`cryovae.data.preprocess_images`, in chunks.
+
+    Returns (n, box, box) float32 with ``box = preprocess["box"]``. Constant images: all of them
+    is an error, a few one warning (:class:`cryovae.data.ConstantImages`).
+    """
+    pcfg = preprocess if isinstance(preprocess, PreprocessConfig) else PreprocessConfig(**preprocess)
+    out = np.empty((len(stack), pcfg.box, pcfg.box), np.float32)
+    constant = ConstantImages(str(stack.path), stack.rows)
+    for idx, images in tqdm(stack.chunks(batch_size), desc="preprocessing", disable=not progress,
+                            total=-(-len(stack) // batch_size)):
+        constant.add(idx, images)
+        out[idx] = preprocess_images(np.asarray(images, np.float32), pcfg)
+    constant.check()
+    return out
+
+
 def preprocess_particle_file(stack: ParticleStack, cfg: PreprocessConfig, out_star: str | Path,
                              batch_size: int = 1024, progress: bool = True,
                              absolute_paths: bool = False) -> PreprocessResult:

@@ -1,11 +1,13 @@
-"""Apply trained runs: :class:`TrainedRun`, :func:`encode_stack`, :class:`Latents`,
-:func:`refine_latents`, :func:`recenter_template`."""
+"""Apply trained runs: :class:`TrainedRun`, :func:`encode_stack`, :func:`refine_latents`,
+:func:`recenter_template`, and the star / .cs writers of the results (:mod:`.results`)."""
 
-from cryovae.inference.encode import encode_images, encode_stack
-from cryovae.inference.latents import Latents
-from cryovae.inference.recenter import recenter_template
+from cryovae.inference.encode import encode_images, encode_stack, encoded_pixel_sizes
+from cryovae.inference.recenter import recenter_template, store_template_center
 from cryovae.inference.refine import RefineConfig, refine_latents
+from cryovae.inference.results import check_output, stack_ctf, write_cs, write_particles, write_star
 from cryovae.inference.trained_run import TrainedRun
+from cryovae.runs import Latents
 
-__all__ = ["Latents", "RefineConfig", "TrainedRun", "encode_images", "encode_stack", "recenter_template",
-           "refine_latents"]
+__all__ = ["Latents", "RefineConfig", "TrainedRun", "check_output", "encode_images", "encode_stack",
+           "encoded_pixel_sizes", "recenter_template", "refine_latents", "stack_ctf", "store_template_center",
+           "write_cs", "write_particles", "write_star"]

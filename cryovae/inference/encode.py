@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cryovae.inference.latents import Latents
 from cryovae.inference.refine import RefineConfig, refine_latents
+from cryovae.runs import Latents
 
 log = logging.getLogger(__name__)
 
@@ -17,17 +17,18 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def encode_images(model, images: np.ndarray, pixel_size: float, device: torch.device | str = "cpu",
                   batch_size: int = 256, progress: bool = False) -> Latents:
-    """Deterministic encoding of preprocessed images: the pose at the most probable (t, r) cell and
-    z's posterior mean and std (TARGET-VAE: over the mixture of cells; see ``TargetVAE.infer``).
+    """Deterministic encoding of preprocessed images with ``model.infer`` (the pose, z's posterior
+    mean and std, the pose's probability and the model's extra outputs).
 
     Parameters
     ----------
-    model : a TargetVAE / SpatialVAE (set to eval mode here).
+    model : a :class:`cryovae.models.PoseVAE` (set to eval mode here).
     images : (n, box, box) float32 at the model's box.  pixel_size : model Å/pixel.
     """
     device = torch.device(device)
     model.eval()
     out: dict[str, list] = {"z_mean": [], "z_std": [], "theta": [], "center_px": [], "prob": []}
+    extras: dict[str, list] = {}
     for start in tqdm(range(0, len(images), batch_size), desc="encoding", leave=False, disable=not progress):
         y = torch.as_tensor(np.asarray(images[start: start + batch_size], dtype=np.float32), device=device)
         enc = model.infer(y)
@@ -37,9 +38,11 @@ def encode_images(model, images: np.ndarray, pixel_size: float, device: torch.de
         out["center_px"].append(enc.center_px.double().cpu().numpy())
         if enc.prob is not None:
             out["prob"].append(enc.prob.double().cpu().numpy())
+        for k, v in enc.extras.items():
+            extras.setdefault(k, []).append(v.cpu().numpy())
     cat = {k: np.concatenate(v) if v else None for k, v in out.items()}
     return Latents.from_pose(cat["z_mean"], cat["z_std"], cat["theta"], cat["center_px"], pixel_size,
-                             prob=cat["prob"])
+                             prob=cat["prob"], extras={k: np.concatenate(v) for k, v in extras.items()})
 
 
 def encoded_pixel_sizes(run, stack) -> np.ndarray:
@@ -86,4 +89,5 @@ def encode_stack(run, stack, batch_size: int = 256, progress: bool = True, refin
     return Latents.from_pose(
         np.concatenate([p.z_mean for p in parts]), np.concatenate([p.z_std for p in parts]),
         np.concatenate([p.theta for p in parts]), np.concatenate([p.center_px for p in parts]),
-        apix, prob=None if parts[0].prob is None else np.concatenate([p.prob for p in parts]))
+        apix, prob=None if parts[0].prob is None else np.concatenate([p.prob for p in parts]),
+        extras={k: np.concatenate([p.extras[k] for p in parts]) for k in parts[0].extras})

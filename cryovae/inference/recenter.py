@@ -12,7 +12,6 @@ and makes ``infer`` report them.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,6 +19,7 @@ from scipy import ndimage
 
 from cryovae.geometry import pixel_coordinates
 from cryovae.inference.encode import encode_images
+from cryovae.runs import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def recenter_template(model, images: np.ndarray, device: torch.device | str = "c
 
     Parameters
     ----------
-    model : a trained TargetVAE / SpatialVAE (left in eval mode).
+    model : a trained :class:`cryovae.models.PoseVAE` (left in eval mode).
     images : (n, box, box) float32 preprocessed particles (the model's box).
 
     Returns
@@ -146,14 +146,7 @@ def recenter_template(model, images: np.ndarray, device: torch.device | str = "c
     return m
 
 
-def store_template_center(model, paths: list[Path]) -> None:
-    """Write ``model``'s ``template_center`` into the model state of each existing checkpoint in
-    ``paths`` (best.pt, checkpoint.pt), atomically; the rest of each file is kept."""
-    from cryovae.training.checkpoint import load_checkpoint, save_atomic
-
-    value = model.generator.template_center.detach().cpu().clone()
-    for path in map(Path, paths):
-        if path.exists():
-            ck = load_checkpoint(path, "cpu")
-            ck["model"]["generator.template_center"] = value.clone()
-            save_atomic(ck, path)
+def store_template_center(model, run: RunDir) -> None:
+    """Write ``model``'s ``template_center`` into the weights of the run's best.pt and
+    checkpoint.pt (those that exist), atomically; the rest of each file is kept."""
+    RunDir.of(run).store_buffer("generator.template_center", model.generator.template_center)

@@ -7,9 +7,10 @@ hinge the two errors are coupled: a particle turned a few degrees too far makes 
 (or less) open, and z absorbs it. Refinement starts from the encoder's pose and z and climbs, for
 each particle separately, the log posterior density of the trained model
 
-    log N(y; g(z, theta, t) [* CTF], sigma^2) + log N(z; 0, I) + log N(t; 0, s_t^2 I)
+    log N(y; g(z, theta, t) [* CTF], sigma^2) + log p(z) + log N(t; 0, s_t^2 I)
 
-(theta's prior is uniform; s_t is ``translation_prior_px``) by Adam steps on (z, theta, t),
+(``model.log_posterior``: theta's prior is uniform, s_t is ``translation_prior_px``, p(z) the
+model's prior, N(0, I) for TARGET-VAE and spatial-VAE) by Adam steps on (z, theta, t),
 with a step size falling linearly to 0, keeping each particle's best point, so the objective
 never ends lower than where it started.
 It is the local search that follows a global one in RELION's refinement; here it runs once,
@@ -27,8 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from cryovae.errors import CryovaeError
-from cryovae.inference.latents import Latents
-from cryovae.models import compute_ctf
+from cryovae.models import PoseVAE, compute_ctf
+from cryovae.runs import Latents
 
 
 @dataclass(frozen=True)
@@ -69,29 +70,12 @@ def _frozen(model: torch.nn.Module):
             p.requires_grad_(f)
 
 
-def log_posterior(model, y: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor,
-                  ctf: torch.Tensor | None = None) -> torch.Tensor:
-    """Unnormalised log posterior density of (z, theta, t) per particle, (B,), in nats.
-
-    Parameters
-    ----------
-    y : (B, box, box) preprocessed images.  z : (B, zdim).  theta : (B,) radians (internal
-    convention).  center_px : (B, 2) model pixels.  ctf : (B, box, box//2+1) or None.
-    """
-    from cryovae.training.losses import gaussian_log_likelihood
-
-    mean, log_sigma = model.decode(z if model.zdim else None, theta, center_px, ctf)
-    ll = gaussian_log_likelihood(y.float(), mean.float(), log_sigma.float())
-    s_t = float(model.cfg.translation_prior_px)
-    return ll - 0.5 * (z.float() ** 2).sum(1) - 0.5 * (center_px.float() ** 2).sum(1) / s_t**2
-
-
-def refine_batch(model, y: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor,
+def refine_batch(model: PoseVAE, y: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor,
                  cfg: RefineConfig, ctf: torch.Tensor | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Refine one batch; returns (z, theta, center_px, start objective, final objective), detached.
 
-    Shapes as in :func:`log_posterior`. Each particle ends at the best point its steps visited.
+    Shapes as in :meth:`cryovae.models.PoseVAE.log_posterior`. Each particle ends at the best point its steps visited.
     """
     variables = [z.detach().float().clone(), theta.detach().float().clone(), center_px.detach().float().clone()]
     best = [v.clone() for v in variables]
@@ -101,7 +85,7 @@ def refine_batch(model, y: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, c
         opt = torch.optim.Adam(variables, lr=cfg.lr)
         start = best_obj = None
         for step in range(cfg.steps + 1):
-            obj = log_posterior(model, y, *variables, ctf=ctf)
+            obj = model.log_posterior(y, *variables, ctf=ctf)
             with torch.no_grad():
                 if step == 0:
                     start, best_obj = obj.detach().clone(), obj.detach().clone()
@@ -122,14 +106,14 @@ def refine_batch(model, y: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, c
     return best[0], best[1], best[2], start, best_obj
 
 
-def refine_latents(model, images: np.ndarray, latents: Latents, cfg: RefineConfig,
+def refine_latents(model: PoseVAE, images: np.ndarray, latents: Latents, cfg: RefineConfig,
                    ctf_params: np.ndarray | None = None, device: torch.device | str = "cpu",
                    progress: bool = False) -> Latents:
     """Refine the encoder's pose and z of every particle (see the module docstring).
 
     Parameters
     ----------
-    model : a trained TargetVAE / SpatialVAE.
+    model : a trained :class:`cryovae.models.PoseVAE`.
     images : (n, box, box) float32 preprocessed particles (the model's box).
     latents : their encoding (:func:`cryovae.inference.encode_images`).
     ctf_params : (n, 7) CTF parameters when the model was trained with ``--ctf``.
@@ -161,4 +145,5 @@ def refine_latents(model, images: np.ndarray, latents: Latents, cfg: RefineConfi
         z_out[sl] = z.cpu().numpy()
         th_out[sl] = np.angle(np.exp(1j * th.double().cpu().numpy()))  # wrapped to (-pi, pi]
         c_out[sl] = c.double().cpu().numpy()
-    return Latents.from_pose(z_out, latents.z_std, th_out, c_out, model.cfg.pixel_size, prob=latents.prob)
+    return Latents.from_pose(z_out, latents.z_std, th_out, c_out, model.cfg.pixel_size, prob=latents.prob,
+                             extras=latents.extras)

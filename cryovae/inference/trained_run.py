@@ -8,48 +8,40 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryovae.errors import CryovaeError, InputFileError
+from cryovae.device import resolve_device
+from cryovae.errors import CryovaeError
 from cryovae.inference.encode import encode_images
-from cryovae.inference.latents import Latents
 from cryovae.inference.refine import RefineConfig, refine_latents
-from cryovae.models import build_model
-from cryovae.training.checkpoint import load_checkpoint, load_model_state
-from cryovae.training.device import resolve_device
-from cryovae.training.rundir import RunConfig, read_run_config
-
-LATENTS = "latents.npz"
+from cryovae.models import PoseVAE
+from cryovae.runs import Latents, RunConfig, RunDir
 
 
 @dataclass
 class TrainedRun:
     """A run directory's model in eval mode, its configuration and its results.
 
-    Use :meth:`load`. Attributes: ``rundir``, ``config`` (:class:`RunConfig` with ``.model``,
-    ``.train``, ``.preprocess``), ``model`` (torch module), ``device``.
+    Use :meth:`load`. Attributes: ``rundir`` (the folder), ``run`` (its :class:`RunDir`),
+    ``config`` (:class:`RunConfig` with ``.model``, ``.train``, ``.preprocess``), ``model`` (a
+    :class:`cryovae.models.PoseVAE`), ``device``.
     """
 
     rundir: Path
     config: RunConfig
-    model: torch.nn.Module
+    model: PoseVAE
     device: torch.device
+
+    @property
+    def run(self) -> RunDir:
+        return RunDir(self.rundir)
 
     @classmethod
     def load(cls, rundir: str | Path, device: str | torch.device = "cpu", weights: str = "best") -> TrainedRun:
         """Rebuild the model from RUNDIR/config.yaml and load ``best.pt`` (``weights="best"``,
         falling back to checkpoint.pt) or ``checkpoint.pt`` (``weights="last"``)."""
-        rundir = Path(rundir)
-        config = read_run_config(rundir)
+        run = RunDir(rundir)
         dev = resolve_device(device)
-        names = {"best": ["best.pt", "checkpoint.pt"], "last": ["checkpoint.pt"]}
-        if weights not in names:
-            raise CryovaeError(f"weights must be 'best' or 'last', got {weights!r}")
-        path = next((rundir / n for n in names[weights] if (rundir / n).exists()), None)
-        if path is None:
-            raise InputFileError(f"{rundir}: no weights (best.pt / checkpoint.pt)")
-        model = build_model(config.model)
-        load_model_state(model, load_checkpoint(path, "cpu")["model"], path)
-        model.to(dev).eval()
-        return cls(rundir=rundir, config=config, model=model, device=dev)
+        model, config = run.load_model(dev, weights)
+        return cls(rundir=run.path, config=config, model=model, device=dev)
 
     @property
     def box(self) -> int:
@@ -67,7 +59,7 @@ class TrainedRun:
 
     def latents(self) -> Latents:
         """The run's results, RUNDIR/latents.npz."""
-        return Latents.load(self.rundir / LATENTS)
+        return self.run.read_latents()
 
     def preprocess(self, images: np.ndarray) -> np.ndarray:
         """Raw particles (n, N, N) -> (n, box, box) float32 with the run's preprocessing."""

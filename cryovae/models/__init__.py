@@ -1,13 +1,42 @@
-"""Networks: TARGET-VAE and spatial-VAE encoders, the spatial generator, the CTF, configs."""
+"""Models: the contract (:class:`PoseVAE`), the registry, the priors and the networks.
 
-from cryovae.models.config import ModelConfig, paper_config
-from cryovae.models.ctf import CTF_COLUMNS, apply_ctf, compute_ctf, ctf_parameters
+Other layers use only what is re-exported here::
+
+    from cryovae.models import model_config, build_model
+    model = build_model(model_config("target", box=40, zdim=1))
+    terms = model(images)            # LossTerms (the ELBO's parts, per particle)
+    enc = model.infer(images)        # Encoding (pose, z, prob, extras)
+"""
+
+from cryovae.models.base import Encoding, LossTerms, ModelConfig, PoseVAE, option, wrap_angle
+from cryovae.models.ctf import (
+    CTF_COLUMNS,
+    apply_ctf,
+    check_ctf_finite,
+    compute_ctf,
+    ctf_parameters,
+)
 from cryovae.models.generator import SpatialGenerator
+from cryovae.models.priors import LatentPrior, StandardNormalPrior
+from cryovae.models.registry import (
+    build_model,
+    config_from_dict,
+    model_class,
+    model_classes,
+    model_config,
+    model_names,
+    paper_config,
+    register_model,
+    unregister_model,
+)
+from cryovae.models.spatial_vae import SpatialConfig, SpatialVAE
+from cryovae.models.target_vae import TargetConfig, TargetVAE
 from cryovae.models.transforms import rotate_images
-from cryovae.models.vae import Encoding, SpatialVAE, TargetVAE, build_model, wrap_angle
 
 __all__ = [
-    "CTF_COLUMNS", "Encoding", "ModelConfig", "SpatialGenerator", "SpatialVAE", "TargetVAE",
-    "apply_ctf", "build_model", "compute_ctf", "ctf_parameters", "paper_config", "rotate_images",
-    "wrap_angle",
+    "CTF_COLUMNS", "Encoding", "LatentPrior", "LossTerms", "ModelConfig", "PoseVAE", "SpatialConfig",
+    "SpatialGenerator", "SpatialVAE", "StandardNormalPrior", "TargetConfig", "TargetVAE", "apply_ctf",
+    "build_model", "check_ctf_finite", "compute_ctf", "config_from_dict", "ctf_parameters", "model_class",
+    "model_classes", "model_config", "model_names", "option", "paper_config", "register_model",
+    "rotate_images", "unregister_model", "wrap_angle",
 ]

@@ -21,6 +21,8 @@ import math
 import numpy as np
 import torch
 
+from cryovae.errors import NonFiniteError
+
 #: star columns of the per-particle CTF parameters, in the order of :func:`ctf_parameters`.
 CTF_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnVoltage",
                "rlnSphericalAberration", "rlnAmplitudeContrast", "rlnPhaseShift")
@@ -87,3 +89,21 @@ def apply_ctf(images: torch.Tensor, ctf: torch.Tensor) -> torch.Tensor:
     """
     h, w = images.shape[-2:]
     return torch.fft.irfft2(torch.fft.rfft2(images.float()) * ctf, s=(h, w))
+
+
+def check_ctf_finite(ctf_params: np.ndarray, source: str = "ctf_params", rows: np.ndarray | None = None) -> None:
+    """NonFiniteError naming the column and the first particle (1-based row of ``source``) of a
+    NaN/inf CTF value.
+
+    ``ctf_params`` is (n, 7) in the order of :data:`CTF_COLUMNS`; ``rows`` (n,) the 0-based rows
+    of the particles in the file (default ``arange(n)``).
+    """
+    params = np.asarray(ctf_params, dtype=np.float64)
+    bad = ~np.isfinite(params)
+    if bad.any():
+        k, col = (int(v[0]) for v in np.nonzero(bad))  # first bad particle (row-major order)
+        row = int(rows[k]) if rows is not None else k
+        count = int(bad.any(axis=1).sum())
+        raise NonFiniteError(f"{source}: _{CTF_COLUMNS[col]} is {params[k, col]} for particle {row + 1} "
+                             f"(row {row + 1} of the particle table; {count} particle(s) with a non-finite "
+                             "CTF value in all); --ctf needs a finite CTF for every particle")

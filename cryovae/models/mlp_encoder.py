@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cryovae.models.priors import LatentPrior
+
 
 @dataclass
 class SpatialPosterior:
@@ -29,27 +31,28 @@ class MLPEncoder(nn.Module):
 
     Parameters
     ----------
-    box : image size in pixels.  zdim : content dimensions.
+    box : image size in pixels.
+    prior : the content prior: the encoder outputs its ``n_outputs`` numbers, split into (mu, logstd).
     hidden : hidden layer widths.  translation : also infer the centre (pixels).
     """
 
-    def __init__(self, box: int, zdim: int, hidden: tuple[int, ...], translation: bool) -> None:
+    def __init__(self, box: int, prior: LatentPrior, hidden: tuple[int, ...], translation: bool) -> None:
         super().__init__()
-        self.zdim, self.translation = zdim, translation
+        self.z_outputs, self.split_z, self.translation = prior.n_outputs, prior.split, translation
         dims = [box * box, *hidden]
         layers: list[nn.Module] = []
         for a, b in zip(dims[:-1], dims[1:], strict=True):
             layers += [nn.Linear(a, b), nn.Tanh()]
         self.body = nn.Sequential(*layers)
-        self.n_out = 2 * zdim + 2 + (4 if translation else 0)
+        self.n_out = self.z_outputs + 2 + (4 if translation else 0)
         self.head = nn.Linear(dims[-1], self.n_out)
 
     def forward(self, images: torch.Tensor) -> SpatialPosterior:
         out = self.head(self.body(images.flatten(1))).float()
-        k = self.zdim
-        z_mu, z_logstd = out[:, :k], out[:, k: 2 * k]
-        theta_mu, theta_logstd = out[:, 2 * k], out[:, 2 * k + 1]
+        k = self.z_outputs
+        z_mu, z_logstd = self.split_z(out[:, :k], dim=1)
+        theta_mu, theta_logstd = out[:, k], out[:, k + 1]
         if self.translation:
-            c = out[:, 2 * k + 2:]
+            c = out[:, k + 2:]
             return SpatialPosterior(z_mu, z_logstd, theta_mu, theta_logstd, c[:, :2], c[:, 2:])
         return SpatialPosterior(z_mu, z_logstd, theta_mu, theta_logstd, None, None)

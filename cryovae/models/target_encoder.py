@@ -3,8 +3,8 @@ rotation r, an attention logit and the posterior of theta and z.
 
 The encoder is built from e2cnn: a lifting ``R2Conv`` (trivial -> regular fields of C_N, odd
 kernel, padding kernel//2 so the output grid *is* the pixel grid), ReLU, ``enc_layers``
-regular -> regular ``R2Conv``, then a pointwise ``R2Conv`` to ``3 + 2 zdim`` regular fields:
-attention, theta offset mean, theta log std, z means, z log stds. Each regular field has N
+regular -> regular ``R2Conv``, then a pointwise ``R2Conv`` to ``3 + prior.n_outputs`` regular
+fields: attention, theta offset mean, theta log std, and the z posterior (means, log stds). Each regular field has N
 channels indexed by r.
 
 Channel order (measured, pinned by tests/test_models_equivariance.py): turning the input by
@@ -25,6 +25,8 @@ warnings.filterwarnings("ignore", message="indexing with dtype torch.uint8", cat
 
 from e2cnn import gspaces  # noqa: E402
 from e2cnn import nn as enn  # noqa: E402
+
+from cryovae.models.priors import LatentPrior  # noqa: E402
 
 
 @dataclass
@@ -78,7 +80,8 @@ class GroupAttentionEncoder(nn.Module):
     Parameters
     ----------
     n_rotations : N of C_N (1 = translation only).
-    zdim : content dimensions.
+    prior : the content prior (:class:`cryovae.models.priors.LatentPrior`): the encoder outputs
+        its ``n_outputs`` numbers per cell and :meth:`LatentPrior.split` makes them (mu, logstd).
     fields : hidden regular fields (each N channels).
     kernel : odd lifting kernel size, pixels.
     layers : regular -> regular convolutions after the lifting one.
@@ -90,12 +93,13 @@ class GroupAttentionEncoder(nn.Module):
         pixel N//2, so 90-degree turns and the rotation channels stay exact.
     """
 
-    def __init__(self, n_rotations: int, zdim: int, fields: int, kernel: int, layers: int,
+    def __init__(self, n_rotations: int, prior: LatentPrior, fields: int, kernel: int, layers: int,
                  inner_kernel: int = 1, fft_lift: bool = True, max_shift: int | None = None) -> None:
         super().__init__()
-        self.n_rotations, self.zdim, self.fft_lift = n_rotations, zdim, fft_lift
+        self.n_rotations, self.fft_lift = n_rotations, fft_lift
+        self.split_z = prior.split
         self.max_shift = max_shift
-        self.n_out = 3 + 2 * zdim
+        self.n_out = 3 + prior.n_outputs
         if n_rotations == 1:
             # c1: the trivial group's steerable basis is the full basis, i.e. ordinary convolutions
             layers_: list[nn.Module] = [nn.Conv2d(1, fields, kernel, padding=kernel // 2), nn.ReLU()]
@@ -156,6 +160,6 @@ class GroupAttentionEncoder(nn.Module):
             x = self.head(self.body(enn.GeometricTensor(x, self.lift.out_type))).tensor
         b, _, h, w = x.shape
         x = x.reshape(b, self.n_out, self.n_rotations, h, w).float()
-        z = x[:, 3:]
+        z_mu, z_logstd = self.split_z(x[:, 3:], dim=1)
         return GroupPosterior(logits=x[:, 0], theta_delta=x[:, 1], theta_logstd=x[:, 2],
-                              z_mu=z[:, : self.zdim], z_logstd=z[:, self.zdim:])
+                              z_mu=z_mu, z_logstd=z_logstd)

@@ -1,9 +1,13 @@
-"""Training: ELBO terms, the loop, checkpoints and the run directory."""
+"""Training: the trainer (:func:`fit`) over a :class:`cryovae.data.ParticleDataset`, for any
+registered model, writing through a :class:`cryovae.runs.RunDir`."""
 
-from cryovae.training.config import TrainConfig
-from cryovae.training.device import resolve_device
-from cryovae.training.loop import FitResult, fit
-from cryovae.training.rundir import RunConfig, read_run_config, write_run_config
+from cryovae.training.loop import (
+    FitResult,
+    fit,
+    fit_images,
+    make_optimizer,
+    seeded_model,
+    weights_finite,
+)
 
-__all__ = ["FitResult", "RunConfig", "TrainConfig", "fit", "read_run_config", "resolve_device",
-           "write_run_config"]
+__all__ = ["FitResult", "fit", "fit_images", "make_optimizer", "seeded_model", "weights_finite"]

@@ -1,8 +1,13 @@
-"""The training loop: split, Adam, plateau LR schedule, early stopping, atomic checkpoints.
+"""The trainer: split, Adam, plateau LR schedule, early stopping, atomic checkpoints.
+
+:func:`fit` trains any registered model (:class:`cryovae.models.PoseVAE`: it calls
+``model(y, ctf, ...)`` for the ELBO's terms) on a :class:`cryovae.data.ParticleDataset`, and
+writes through a :class:`cryovae.runs.RunDir`. It is the only code that trains.
 
 Everything random is a deterministic function of ``(seed, epoch)`` (initial weights from
-``seed``; each epoch's data order and samples from their own generators), so a run resumed from
-the checkpoint after epoch k gives the same weights as an uninterrupted run.
+``seed``; each epoch's data order from :class:`cryovae.data.SeededSampler` and its samples from
+their own generators), so a run resumed from the checkpoint after epoch k gives the same weights
+as an uninterrupted run.
 
 checkpoint.pt is the source of truth: it is written before training starts (epoch 0) and after
 every epoch, holds the whole metrics history (metrics.csv is rewritten from it on resume), and
@@ -11,7 +16,6 @@ is never overwritten with non-finite weights.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import time
@@ -23,19 +27,20 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cryovae.data import ParticleDataset, SeededSampler, epoch_seed
 from cryovae.errors import CryovaeError, DamagedFileError, NonFiniteError
-from cryovae.io.atomic import atomic_path
-from cryovae.models import ModelConfig, build_model, compute_ctf
-from cryovae.models.ctf import CTF_COLUMNS
-from cryovae.training.checkpoint import load_checkpoint, load_model_state, model_state, save_atomic
-from cryovae.training.config import TrainConfig
-from cryovae.training.losses import elbo_terms
+from cryovae.models import (
+    CTF_COLUMNS,
+    ModelConfig,
+    PoseVAE,
+    build_model,
+    check_ctf_finite,
+    compute_ctf,
+)
+from cryovae.runs import RunDir, TrainConfig, load_model_state, model_state
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT = "checkpoint.pt"
-BEST = "best.pt"
-METRICS = "metrics.csv"
 #: what a checkpoint.pt must hold to be resumed
 RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "history", "best_elbo", "best_epoch", "bad_epochs",
                "split", "rng")
@@ -71,8 +76,14 @@ def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, n
 def epoch_generator(seed: int, epoch: int, stream: int, device: torch.device) -> torch.Generator:
     """A torch generator seeded from (seed, epoch, stream); on ``device``."""
     g = torch.Generator(device=device)
-    g.manual_seed(int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0]))
+    g.manual_seed(epoch_seed(seed, epoch, stream))
     return g
+
+
+def seeded_model(model_cfg: ModelConfig, seed: int) -> PoseVAE:
+    """A freshly initialised model of ``model_cfg`` whose weights are a function of ``seed``."""
+    torch.manual_seed(seed)
+    return build_model(model_cfg)
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -81,35 +92,33 @@ def _autocast(device: torch.device, enabled: bool):
     return nullcontext()
 
 
-def _batch_ctf(ctf_params, idx, model_cfg: ModelConfig, device):
+def _batch_ctf(ctf_params: torch.Tensor | None, model_cfg: ModelConfig, device) -> torch.Tensor | None:
     if ctf_params is None or not model_cfg.ctf:
         return None
-    return compute_ctf(ctf_params[idx].to(device), model_cfg.box, model_cfg.pixel_size)
+    return compute_ctf(ctf_params.to(device), model_cfg.box, model_cfg.pixel_size)
 
 
-def run_epoch(model, images: torch.Tensor, idx: np.ndarray, cfg: TrainConfig, model_cfg: ModelConfig,
-              device: torch.device, epoch: int, optimizer=None, ctf_params=None, progress: bool = False
-              ) -> dict:
-    """One pass over ``images[idx]``; trains when ``optimizer`` is given. Returns mean terms."""
+def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, cfg: TrainConfig,
+              device: torch.device, epoch: int, optimizer=None, progress: bool = False) -> dict:
+    """One pass over the particles ``sampler`` draws (in its order for ``epoch``); trains when
+    ``optimizer`` is given. Returns the mean of each term over the particles."""
     train = optimizer is not None
     model.train(train)
     stream = 0 if train else 1
-    g_cpu = epoch_generator(cfg.seed, epoch if train else 0, stream, torch.device("cpu"))
+    sampler.set_epoch(epoch if train else 0)
     g_dev = epoch_generator(cfg.seed, epoch if train else 0, stream + 2, device)
-    order = idx[torch.randperm(len(idx), generator=g_cpu).numpy()] if train else idx
     sums: dict[str, float] = {}
     n_seen = 0
     zero_z = epoch < cfg.z_delay_epochs  # validated as trained: a z-delay epoch's model has no z
-    batches = range(0, len(order), cfg.batch_size)
-    bar = tqdm(batches, desc=f"epoch {epoch + 1} {'train' if train else 'val'}", leave=False,
-               disable=not progress)
-    for batch, start in enumerate(bar):
-        b_idx = order[start: start + cfg.batch_size]
-        y = images[b_idx].to(device, non_blocking=True)
-        ctf = _batch_ctf(ctf_params, b_idx, model_cfg, device)
+    bar = tqdm(sampler.batches(cfg.batch_size), desc=f"epoch {epoch + 1} {'train' if train else 'val'}",
+               leave=False, disable=not progress)
+    for batch, b_idx in enumerate(bar):
+        images, ctf_params = dataset[b_idx]
+        y = images.to(device, non_blocking=True)
+        ctf = _batch_ctf(ctf_params, model.cfg, device)
         with torch.set_grad_enabled(train), _autocast(device, cfg.amp):
-            terms = elbo_terms(model, y, ctf, sample=True, generator=g_dev,
-                               rotate_encoder=train and cfg.rotate_encoder, zero_z=zero_z)
+            terms = model(y, ctf, sample=True, generator=g_dev, rotate_encoder=train and cfg.rotate_encoder,
+                          zero_z=zero_z)
         if train:
             loss = -terms.elbo.mean()
             if not torch.isfinite(loss):
@@ -138,7 +147,7 @@ def weights_finite(model: torch.nn.Module) -> bool:
 
 def _diverged(model, y, ctf, terms, b_idx, epoch: int, batch: int, cfg: TrainConfig) -> NonFiniteError:
     """A one-line NonFiniteError saying what was non-finite in a batch, and what to do."""
-    kept = f"{CHECKPOINT} keeps the weights after epoch {epoch}"
+    kept = f"{RunDir.CHECKPOINT} keeps the weights after epoch {epoch}"
     row = _first_bad(y)
     if row is not None:
         return NonFiniteError(f"the preprocessed image of particle {int(b_idx[row]) + 1} (1-based, of those trained on) has NaN or "
@@ -154,102 +163,72 @@ def _diverged(model, y, ctf, terms, b_idx, epoch: int, batch: int, cfg: TrainCon
                           f"(this run used {cfg.lr:g})")
 
 
-def check_ctf_finite(ctf_params: np.ndarray, source: str = "ctf_params", rows: np.ndarray | None = None) -> None:
-    """NonFiniteError naming the column and the first particle (1-based row of ``source``) of a
-    NaN/inf CTF value.
-
-    ``ctf_params`` is (n, 7) in the order of :data:`cryovae.models.ctf.CTF_COLUMNS`; ``rows``
-    (n,) the 0-based rows of the particles in the file (default ``arange(n)``).
-    """
-    params = np.asarray(ctf_params, dtype=np.float64)
-    bad = ~np.isfinite(params)
-    if bad.any():
-        k, col = (int(v[0]) for v in np.nonzero(bad))  # first bad particle (row-major order)
-        row = int(rows[k]) if rows is not None else k
-        count = int(bad.any(axis=1).sum())
-        raise NonFiniteError(f"{source}: _{CTF_COLUMNS[col]} is {params[k, col]} for particle {row + 1} "
-                             f"(row {row + 1} of the particle table; {count} particle(s) with a non-finite "
-                             "CTF value in all); --ctf needs a finite CTF for every particle")
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """Adam; the global noise log sigma learns ``cfg.sigma_lr_scale`` times faster (one scalar that
-    must travel from 0 to the data's noise level, several nats, within the first epochs)."""
-    sigma = [p for n, p in model.named_parameters() if n == "log_sigma"]
-    rest = [p for n, p in model.named_parameters() if n != "log_sigma"]
+def make_optimizer(model: PoseVAE, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam; the noise model's parameters (``model.noise_parameters()``: the global log sigma)
+    learn ``cfg.sigma_lr_scale`` times faster (one scalar that must travel from 0 to the data's
+    noise level, several nats, within the first epochs)."""
+    noise = {id(p) for p in model.noise_parameters()}
+    sigma = [p for p in model.parameters() if id(p) in noise]
+    rest = [p for p in model.parameters() if id(p) not in noise]
     return torch.optim.Adam([{"params": rest, "lr": cfg.lr},
                              {"params": sigma, "lr": cfg.lr * cfg.sigma_lr_scale}], lr=cfg.lr)
 
 
-def write_metrics(history: list[dict], path: Path) -> None:
-    """metrics.csv: one row per (epoch, split), written atomically."""
-    keys: list[str] = []
-    for row in history:
-        keys += [k for k in row if k not in keys]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(history)
-
-
-def fit(images: np.ndarray | torch.Tensor, model_cfg: ModelConfig, cfg: TrainConfig, rundir: Path,
-        device: torch.device, ctf_params: np.ndarray | None = None, resume: bool = False,
-        progress: bool = True) -> FitResult:
-    """Train a model on preprocessed images and keep checkpoints in ``rundir``.
+def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str | Path | RunDir,
+        device: torch.device, resume: bool = False, progress: bool = True) -> FitResult:
+    """Train ``model`` on ``dataset`` and keep its checkpoints in ``rundir``.
 
     Parameters
     ----------
-    images : (n, box, box) float32 preprocessed particles at the model's box.
-    model_cfg, cfg : model and training configuration.
-    rundir : run directory (exists); receives checkpoint.pt, best.pt, metrics.csv.
-    device : torch device (see :func:`cryovae.training.device.resolve_device`).
-    ctf_params : (n, 7) CTF parameters (:func:`cryovae.models.ctf_parameters`), needed when
-        ``model_cfg.ctf``.
-    resume : continue from rundir/checkpoint.pt.
+    model : a freshly built model (:func:`seeded_model`); its weights are replaced by the
+        checkpoint's on ``resume``.
+    dataset : the preprocessed particles at the model's box (with CTF parameters when
+        ``model.cfg.ctf``).
+    cfg : the training options.
+    rundir : the run directory (exists); receives checkpoint.pt, best.pt, metrics.csv.
+    device : torch device (see :func:`cryovae.device.resolve_device`).
+    resume : continue from RUNDIR/checkpoint.pt.
 
     Returns
     -------
     :class:`FitResult` with the best-validation model in eval mode.
     """
     cfg.validate()
+    model_cfg = model.cfg
     model_cfg.validate()
-    rundir = Path(rundir)
-    images_t = torch.as_tensor(np.asarray(images, dtype=np.float32))
-    if images_t.ndim != 3 or images_t.shape[1:] != (model_cfg.box, model_cfg.box):
-        raise CryovaeError(f"images must be (n, {model_cfg.box}, {model_cfg.box}), got {tuple(images_t.shape)}")
-    if model_cfg.ctf and ctf_params is None:
+    run = RunDir.of(rundir)
+    if dataset.images.shape[1:] != (model_cfg.box, model_cfg.box):
+        raise CryovaeError(f"images must be (n, {model_cfg.box}, {model_cfg.box}), got {tuple(dataset.images.shape)}")
+    if model_cfg.ctf and dataset.ctf_params is None:
         raise CryovaeError("--ctf needs per-particle CTF parameters (defocus, voltage, Cs, ...) in the star")
     if model_cfg.ctf:
-        check_ctf_finite(ctf_params)
-    ctf_t = torch.as_tensor(np.asarray(ctf_params, dtype=np.float32)) if ctf_params is not None else None
-    n = images_t.shape[0]
+        check_ctf_finite(dataset.ctf_params.numpy())
+    n = len(dataset)
     if n < 2:
         raise CryovaeError(f"need at least 2 particles to train, got {n}")
 
-    torch.manual_seed(cfg.seed)
-    model = build_model(model_cfg).to(device)
+    model = model.to(device)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_factor,
                                                            patience=cfg.lr_patience)
     train_idx, val_idx = split_indices(n, cfg.val_fraction, cfg.seed)
     history: list[dict] = []
     start_epoch, best_elbo, best_epoch, bad_epochs = 0, -float("inf"), -1, 0
-    ckpt_path, best_path = rundir / CHECKPOINT, rundir / BEST
+    ckpt_path, best_path = run.checkpoint, run.best
 
     def save_checkpoint(epoch: int) -> None:
-        save_atomic({
-            "model": model_state(model), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
+        run.save_checkpoint(model_state(model), epoch, {
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history,
             "best_elbo": best_elbo, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
             "split": {"train": torch.as_tensor(train_idx, dtype=torch.int64),
                       "val": torch.as_tensor(val_idx, dtype=torch.int64)},
             "rng": {"torch": torch.get_rng_state()},
-        }, ckpt_path)
+        })
 
     if resume:
         if not ckpt_path.exists():
             raise CryovaeError(f"{ckpt_path}: no checkpoint to resume from")
-        ck = load_checkpoint(ckpt_path, device, keys=RESUME_KEYS)
+        ck = run.load_checkpoint("last", device, keys=RESUME_KEYS)
         load_model_state(model, ck["model"], ckpt_path)
         try:
             optimizer.load_state_dict(ck["optimizer"])
@@ -268,14 +247,13 @@ def fit(images: np.ndarray | torch.Tensor, model_cfg: ModelConfig, cfg: TrainCon
                                "particles; the checkpoint was made from other particles")
         if not weights_finite(model):
             raise NonFiniteError(f"{ckpt_path}: holds non-finite weights; start a new run with a lower --lr")
-        if history:
-            write_metrics(history, rundir / METRICS)  # the checkpoint is the source of truth
-        else:
-            (rundir / METRICS).unlink(missing_ok=True)
+        run.write_metrics(history)  # the checkpoint is the source of truth
         log.info("resumed from %s after epoch %d", ckpt_path, start_epoch)
     else:
         save_checkpoint(0)  # resumable from the first second on
 
+    train_sampler = SeededSampler(train_idx, cfg.seed, shuffle=True)
+    val_sampler = SeededSampler(val_idx, cfg.seed, shuffle=False)
     stopped = False
     bar = tqdm(range(start_epoch, cfg.epochs), desc="training", unit="epoch", initial=start_epoch,
                total=cfg.epochs, disable=not progress)
@@ -285,16 +263,16 @@ def fit(images: np.ndarray | torch.Tensor, model_cfg: ModelConfig, cfg: TrainCon
             break
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        tr = run_epoch(model, images_t, train_idx, cfg, model_cfg, device, epoch, optimizer, ctf_t, progress)
+        tr = run_epoch(model, dataset, train_sampler, cfg, device, epoch, optimizer, progress)
         rows = [{"epoch": epoch + 1, "split": "train", **tr, "lr": lr}]
         if len(val_idx):
-            va = run_epoch(model, images_t, val_idx, cfg, model_cfg, device, epoch, None, ctf_t, False)
+            va = run_epoch(model, dataset, val_sampler, cfg, device, epoch, None, False)
             rows.append({"epoch": epoch + 1, "split": "val", **va, "lr": lr})
         monitor = rows[-1]["elbo"]
         if not (math.isfinite(monitor) and weights_finite(model)):
             what = "the weights" if not weights_finite(model) else f"the {rows[-1]['split']} ELBO"
             raise NonFiniteError(f"training diverged: {what} became non-finite in epoch {epoch + 1}; "
-                                 f"{CHECKPOINT} keeps the weights after epoch {epoch}; start a new run with a "
+                                 f"{RunDir.CHECKPOINT} keeps the weights after epoch {epoch}; start a new run with a "
                                  f"lower --lr (this run used {cfg.lr:g})")
         seconds = time.perf_counter() - t0
         for r in rows:
@@ -307,11 +285,11 @@ def fit(images: np.ndarray | torch.Tensor, model_cfg: ModelConfig, cfg: TrainCon
             scheduler.step(monitor)
             if monitor > best_elbo:
                 best_elbo, best_epoch, bad_epochs = monitor, epoch + 1, 0
-                save_atomic({"model": model_state(model), "epoch": epoch + 1, "elbo": monitor}, best_path)
+                run.save_best(model_state(model), epoch + 1, monitor)
             else:
                 bad_epochs += 1
         save_checkpoint(epoch + 1)
-        write_metrics(history, rundir / METRICS)
+        run.write_metrics(history)
         bar.set_postfix(elbo=f"{tr['elbo']:.1f}", recon=f"{tr['recon']:.1f}", kl=f"{tr['kl']:.2f}",
                         val=f"{monitor:.1f}")
         log.info("epoch %d: train elbo %.2f recon %.2f kl %.3f | %s elbo %.2f | lr %.2e | %.1f s",
@@ -319,9 +297,18 @@ def fit(images: np.ndarray | torch.Tensor, model_cfg: ModelConfig, cfg: TrainCon
     if cfg.early_stop_patience and bad_epochs >= cfg.early_stop_patience:
         stopped = True
     if best_path.exists():
-        load_model_state(model, load_checkpoint(best_path, device)["model"], best_path)
+        load_model_state(model, run.load_checkpoint("best", device)["model"], best_path)
     elif history:  # every epoch ran inside the z-delay: the last weights are the result
         best_epoch = int(history[-1]["epoch"])
-        save_atomic({"model": model_state(model), "epoch": best_epoch, "elbo": history[-1]["elbo"]}, best_path)
+        run.save_best(model_state(model), best_epoch, history[-1]["elbo"])
     model.eval()
     return FitResult(model=model, history=history, best_epoch=best_epoch, stopped_early=stopped)
+
+
+def fit_images(images: np.ndarray | torch.Tensor, model_cfg: ModelConfig, cfg: TrainConfig,
+               rundir: str | Path | RunDir, device: torch.device, ctf_params: np.ndarray | None = None,
+               resume: bool = False, progress: bool = True) -> FitResult:
+    """:func:`fit` of a fresh ``model_cfg`` model (weights from ``cfg.seed``) on an array of
+    preprocessed images (n, box, box), with their (n, 7) CTF parameters when ``model_cfg.ctf``."""
+    return fit(seeded_model(model_cfg, cfg.seed), ParticleDataset(images, ctf_params), cfg, rundir, device,
+               resume=resume, progress=progress)

@@ -24,6 +24,7 @@ import numpy as np
 
 from cryovae.errors import CryovaeError
 from cryovae.geometry import transform_image
+from cryovae.runs import RunDir
 from cryovae.simulate.config import SimulationConfig
 from cryovae.simulate.render import render_atoms
 from cryovae.simulate.simulator import simulate_hinge
@@ -38,7 +39,7 @@ class DemoConfig:
 
     simulation : the hinge dataset (the arm turns through 70 degrees, wider than 5HDB's ~40, so
         the motion is plain to see in a short CPU run).
-    model : :meth:`cryovae.models.ModelConfig.for_model` overrides for TARGET-VAE (P8, z=1 and
+    model : :func:`cryovae.models.model_config` overrides for TARGET-VAE (P8, z=1 and
         the box are filled in).
     epochs, batch_size, lr, val_fraction, z_delay_epochs : training.
     refine_steps : per-particle pose and z refinement after training (10: on the 40-degree
@@ -103,7 +104,7 @@ def run_demo(outdir: str | Path, cfg: DemoConfig = DemoConfig(), device: str = "
 
     sim = simulate_hinge(cfg.simulation, progress=progress)
     if not _same_simulation(data_dir, cfg.simulation):
-        if (run_dir / "checkpoint.pt").exists():
+        if RunDir(run_dir).has_checkpoint():
             raise CryovaeError(f"{run_dir}: holds a run trained on other data; use another output folder")
         log.info("step 1/4: simulating %d hinge particles into %s", len(sim), data_dir)
         write_simulation(sim, data_dir)
@@ -127,7 +128,7 @@ def run_demo(outdir: str | Path, cfg: DemoConfig = DemoConfig(), device: str = "
     from cryovae.io import read_star_table
 
     truth = read_truth(data_dir / TRUTH)
-    predicted, aligned, how = align_predictions(read_star_table(run_dir / STAR), truth)
+    predicted, aligned, how = align_predictions(read_star_table(RunDir(run_dir).star), truth)
     metrics, figures = evaluation_report(predicted, aligned)
     metrics["join"] = how
     eval_dir = outdir / "evaluation"
@@ -141,7 +142,7 @@ def run_demo(outdir: str | Path, cfg: DemoConfig = DemoConfig(), device: str = "
                            title="hinge motion: truth (top) and what TARGET-VAE learned along z1 (bottom)")
     motion_png = save_figure(motion, outdir / "hinge_motion.png", dpi=110)
     return DemoResult(outdir=outdir, data_star=data_dir / STAR, truth=data_dir / TRUTH, run_dir=run_dir,
-                      latent_star=run_dir / STAR, traversal_png=trav.png, traversal_gif=trav.gif,
+                      latent_star=RunDir(run_dir).star, traversal_png=trav.png, traversal_gif=trav.gif,
                       motion_png=motion_png, evaluation_dir=eval_dir, figures=fig_paths, metrics=metrics)
 
 
@@ -158,20 +159,21 @@ def _same_simulation(data_dir: Path, sim_cfg: SimulationConfig) -> bool:
 
 
 def _train(star: Path, run_dir: Path, cfg: DemoConfig, device: str, progress: bool) -> None:
-    from cryovae.models import ModelConfig
-    from cryovae.training import TrainConfig
-    from cryovae.training.run import train_run
+    from cryovae.models import model_config
+    from cryovae.runs import TrainConfig
+    from cryovae.workflows.train import train_run
 
-    if (run_dir / STAR).exists() and (run_dir / "latents.npz").exists():
+    run = RunDir(run_dir)
+    if run.star.exists() and run.latents_file.exists():
         log.info("reusing the finished run in %s", run_dir)
         return
-    if (run_dir / "checkpoint.pt").exists():
+    if run.has_checkpoint():
         log.info("resuming the run in %s", run_dir)
         train_run(star, run_dir, None, None, device=device, resume=True, progress=progress,
                   command_line="cryovae demo")
         return
     sim = cfg.simulation
-    model_cfg = ModelConfig.for_model("target", **{**cfg.model, "box": sim.box, "zdim": 1, "group": "p8"})
+    model_cfg = model_config("target", **{**cfg.model, "box": sim.box, "zdim": 1, "group": "p8"})
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                             val_fraction=cfg.val_fraction, z_delay_epochs=cfg.z_delay_epochs,
                             refine_steps=cfg.refine_steps,

@@ -1,4 +1,5 @@
-"""Choose the torch device once, from the user's ``--device`` string."""
+"""Choose the torch device once, from the user's ``--device`` string (the bottom layer: any
+layer may ask for a device)."""
 
 from __future__ import annotations
 

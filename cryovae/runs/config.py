@@ -1,4 +1,10 @@
-"""RUNDIR/config.yaml: every option, the cryovae version and the command line."""
+"""RUNDIR/config.yaml: every option, the cryovae version and the command line.
+
+config.yaml carries ``format`` (:data:`RUN_FORMAT`). Format 2 (cryovae 0.2) stores each model's
+own options; a file without ``format`` was written by cryovae 0.1, whose one model config held
+the options of both models: it still loads (the other model's keys are dropped). A file of a
+newer format than this cryovae reads is a one-line error naming both versions.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +20,12 @@ import yaml
 from cryovae import __version__
 from cryovae.errors import CryovaeError, DamagedFileError, InputFileError
 from cryovae.io.atomic import atomic_path
-from cryovae.models.config import ModelConfig
-from cryovae.training.config import TrainConfig
+from cryovae.models import ModelConfig, config_from_dict
+from cryovae.runs.train_config import TrainConfig
 
 CONFIG = "config.yaml"
+#: the layout of config.yaml (and of the run directory) this cryovae writes
+RUN_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -38,9 +46,8 @@ class RunConfig:
     device: str = "auto"
 
     def to_dict(self, command_line: str | None = None) -> dict:
-        model = dataclasses.asdict(self.model)
-        model["enc_hidden"] = list(model["enc_hidden"])
-        d = {"cryovae_version": __version__,
+        model = self.model.to_dict()
+        d = {"format": RUN_FORMAT, "cryovae_version": __version__,
              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "command_line": command_line, "model": model, "train": dataclasses.asdict(self.train),
              "preprocess": dict(self.preprocess), "input": dict(self.input), "device": self.device}
@@ -48,9 +55,9 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> RunConfig:
-        return cls(model=ModelConfig.from_dict(d["model"]), train=TrainConfig.from_dict(d["train"]),
-                   preprocess=dict(d.get("preprocess") or {}), input=dict(d.get("input") or {}),
-                   device=str(d.get("device", "auto")))
+        return cls(model=config_from_dict(d["model"], legacy="format" not in d),
+                   train=TrainConfig.from_dict(d["train"]), preprocess=dict(d.get("preprocess") or {}),
+                   input=dict(d.get("input") or {}), device=str(d.get("device", "auto")))
 
 
 def write_run_config(rundir: Path, cfg: RunConfig, command_line: str | None = None) -> Path:
@@ -103,10 +110,28 @@ def _run_config_from_dict(d) -> RunConfig:
     for section in ("preprocess", "input"):
         if d.get(section) is not None and not isinstance(d[section], dict):
             raise CryovaeError(f"the {section} section is not a mapping")
+    fmt = d.get("format", 1)
+    if not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
+        raise CryovaeError(f"format is {fmt!r}, expected a positive integer")
+    if fmt > RUN_FORMAT:
+        raise CryovaeError(f"the run was written by cryovae {d.get('cryovae_version', '?')} (run format {fmt}); "
+                           f"this cryovae {__version__} reads run formats up to {RUN_FORMAT}: upgrade cryovae")
     missing = [k for k in _MODEL_KEYS if k not in d["model"]]
     if missing:
         raise CryovaeError(f"model has no {', '.join(missing)}")
-    model = ModelConfig.from_dict(_typed("model", ModelConfig, d["model"]))
+    from cryovae.models import model_class
+
+    model_values = dict(d["model"])
+    kind = model_values.pop("kind")
+    if not isinstance(kind, str):
+        raise CryovaeError(f"model.kind is {kind!r}, expected a string")
+    config_cls = model_class(kind).config_class
+    if fmt == 1:  # cryovae 0.1: one config for every model; the other model's keys are dropped
+        from cryovae.models.registry import LEGACY_MODEL_KEYS
+
+        names = config_cls.field_names()
+        model_values = {k: v for k, v in model_values.items() if k in names or k not in LEGACY_MODEL_KEYS}
+    model = config_from_dict({"kind": kind, **_typed("model", config_cls, model_values)})
     train = TrainConfig.from_dict(_typed("train", TrainConfig, d["train"]))
     preprocess = _typed("preprocess", PreprocessConfig, dict(d.get("preprocess") or {}))
     PreprocessConfig(**preprocess)  # its own checks

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,8 @@ class Latents:
     psi_deg : (n,) RELION rlnAnglePsi, degrees in (-180, 180].
     origin_A : (n, 2) RELION rlnOriginXAngst / YAngst (= -center_px * pixel size).
     prob : (n,) TARGET-VAE probability q(t, r | y) of the chosen cell, or None (spatial-VAE).
+    extras : further per-particle outputs of a model (:attr:`cryovae.models.Encoding.extras`),
+        name -> (n,) or (n, k) array; stored as ``extra_<name>`` in latents.npz.
     """
 
     z_mean: np.ndarray
@@ -35,9 +37,10 @@ class Latents:
     psi_deg: np.ndarray
     origin_A: np.ndarray
     prob: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def from_pose(cls, z_mean, z_std, theta, center_px, pixel_size, prob=None) -> Latents:
+    def from_pose(cls, z_mean, z_std, theta, center_px, pixel_size, prob=None, extras=None) -> Latents:
         """Build from internal-convention pose; psi/origin derived with internal_to_relion.
 
         pixel_size : Å per model pixel of the images encoded, a float or (n,) per particle
@@ -55,7 +58,8 @@ class Latents:
         return cls(z_mean=np.asarray(z_mean, np.float32), z_std=np.asarray(z_std, np.float32),
                    theta=theta, center_px=center_px, psi_deg=psi,
                    origin_A=origin_px * (apix[:, None] if apix.ndim == 1 else apix),
-                   prob=None if prob is None else np.asarray(prob, np.float64))
+                   prob=None if prob is None else np.asarray(prob, np.float64),
+                   extras={k: np.asarray(v) for k, v in (extras or {}).items()})
 
     def __len__(self) -> int:
         return len(self.theta)
@@ -66,6 +70,7 @@ class Latents:
         arrays = {k: getattr(self, k) for k in ("z_mean", "z_std", "theta", "center_px", "psi_deg", "origin_A")}
         if self.prob is not None:
             arrays["prob"] = self.prob
+        arrays.update({f"{EXTRA}{k}": v for k, v in self.extras.items()})
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
 
@@ -92,15 +97,23 @@ class Latents:
                 if missing:
                     raise DamagedFileError(f"{path}: damaged latents file (missing {', '.join(sorted(missing))})")
                 arrays = {k: d[k] for k in d.files if k in (*_REQUIRED, "prob")}
+                extras = {k[len(EXTRA):]: d[k] for k in d.files if k.startswith(EXTRA)}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, KeyError,
                 AttributeError) as exc:
             raise DamagedFileError(f"{path}: damaged latents file, cannot be read ({type(exc).__name__}); "
                                    "it is truncated or not a cryovae latents.npz") from None
         _check_shapes(path, arrays)
-        return cls(**arrays)
+        n = len(arrays["theta"])
+        for k, a in extras.items():
+            if a.dtype.kind not in "fiub" or a.ndim not in (1, 2) or a.shape[0] != n:
+                raise DamagedFileError(f"{path}: damaged latents file ({EXTRA}{k} has shape {a.shape} and dtype "
+                                       f"{a.dtype}; expected a column per particle for the {n} of theta)")
+        return cls(**arrays, extras=extras)
 
 
 _REQUIRED = ("z_mean", "z_std", "theta", "center_px", "psi_deg", "origin_A")
+#: prefix of a model's extra per-particle outputs in latents.npz
+EXTRA = "extra_"
 
 
 def _check_shapes(path: Path, arrays: dict) -> None:

@@ -1,0 +1,278 @@
+"""The contract every cryovae model implements, and the configuration all models share.
+
+A model is a :class:`PoseVAE`: a torch module that explains each particle image ``y`` (B, box,
+box) as the spatial generator's image of a content latent ``z`` at an in-plane pose (rotation
+``theta``, centre ``c``), with Gaussian pixel noise. A model kind is one subclass with
+
+- ``name`` (what ``--model`` takes) and ``title`` (for help and logs);
+- ``config_class``, its own frozen :class:`ModelConfig` subclass (the options, their defaults,
+  the papers' sizes and the help of their command-line flags);
+- ``forward(y, ctf, ...)`` -> :class:`LossTerms` (its own ELBO; what the trainer, and later
+  ``DistributedDataParallel``, calls);
+- ``infer(y)`` -> :class:`Encoding` (the per-particle posterior summary the writers need);
+- ``log_posterior(y, z, theta, c, ctf)`` for the per-particle refinement (the default here:
+  likelihood + ``prior.log_density`` + the Gaussian centre prior).
+
+It is registered with one line in :mod:`cryovae.models.registry`. Everything else in cryovae
+(training, inference, writers, napari) uses only this contract.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from cryovae.errors import CryovaeError
+from cryovae.models.ctf import apply_ctf
+from cryovae.models.distributions import gaussian_log_likelihood
+from cryovae.models.generator import SpatialGenerator
+from cryovae.models.priors import LatentPrior, StandardNormalPrior
+
+ACTIVATIONS = ("relu", "leaky_relu", "tanh")
+NOISE_MODELS = ("global", "pixel")
+
+
+def option(flag: str, help: str, *, choices: tuple[str, ...] | None = None,  # noqa: A002 (click's word)
+           flag_value: object = None) -> dict:
+    """Field metadata that puts a config field on ``cryovae train``'s command line.
+
+    flag : the option, e.g. ``"--enc-fields"``; ``"--ctf/--no-ctf"`` for an on/off pair.
+    help : one line; the default (per model where they differ) is appended by the CLI.
+    choices : allowed strings.  flag_value : a flag without a value that sets the field to this.
+    """
+    return {"cli": {"flag": flag, "help": help, "choices": choices, "flag_value": flag_value}}
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The options every model has; each model kind extends it (:attr:`PoseVAE.config_class`).
+
+    A model is rebuilt from its config alone; configs are saved in RUNDIR/config.yaml.
+
+    Attributes
+    ----------
+    kind : the registered model name (a class attribute; written to config.yaml).
+    box : model image size in pixels (square).
+    zdim : number of content latent dimensions.
+    pixel_size : Å per pixel of the model's images (used by the CTF).
+    ctf : multiply the generator image by each particle's CTF before the likelihood.
+    translation_prior_px : std of the Gaussian prior on the particle centre, model pixels.
+    gen_hidden, gen_layers : generator width and number of hidden layers.
+    fourier_features : number of random Fourier features of the coordinate (0 = raw coordinates).
+    fourier_scale : std of the Fourier frequency matrix, cycles per unit of the normalised
+        coordinate (the box half-width is 1).
+    gen_activation : "relu", "leaky_relu" or "tanh".
+    noise : "global" (one learned sigma) or "pixel" (the generator outputs a sigma per pixel).
+    """
+
+    kind: ClassVar[str] = ""
+    #: the papers' architecture sizes (``--paper-size``), overrides of the defaults
+    paper_sizes: ClassVar[dict] = {}
+
+    box: int = 40
+    zdim: int = field(default=1, metadata=option("--zdim", "Content latent dimensions."))
+    pixel_size: float = 1.0
+    ctf: bool = field(default=False, metadata=option("--ctf/--no-ctf", "Apply each particle's CTF."))
+    translation_prior_px: float = field(default=4.0, metadata=option(
+        "--translation-prior", "Centre prior std, model pixels."))
+    gen_hidden: int = field(default=128, metadata=option("--gen-hidden", "Generator width."))
+    gen_layers: int = field(default=2, metadata=option("--gen-layers", "Generator hidden layers."))
+    fourier_features: int = field(default=64, metadata=option(
+        "--fourier-features", "Fourier features of the coordinate (0 = raw coordinates)."))
+    fourier_scale: float = field(default=2.0, metadata=option("--fourier-scale", "Fourier frequency std."))
+    gen_activation: str = field(default="leaky_relu", metadata=option(
+        "--activation", "Generator activation.", choices=ACTIVATIONS))
+    noise: str = field(default="global", metadata=option("--noise", "Noise model.", choices=NOISE_MODELS))
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def for_model(cls, kind: str, **overrides) -> ModelConfig:
+        """The config of the registered model ``kind`` with ``overrides`` (None values ignored)."""
+        from cryovae.models.registry import model_config
+
+        return model_config(kind, **overrides)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        """A config from its :meth:`to_dict` (``kind`` picks the model); unknown keys are an error."""
+        from cryovae.models.registry import config_from_dict
+
+        return config_from_dict(d)
+
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    def to_dict(self) -> dict:
+        """Plain values (tuples as lists) with ``kind`` first: config.yaml's model section."""
+        d = {"kind": self.kind}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            d[f.name] = list(v) if isinstance(v, tuple) else v
+        return d
+
+    # -- checks -------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """Raise :class:`CryovaeError` with one line for an impossible option."""
+        if self.box < 8:
+            raise CryovaeError(f"--box must be at least 8 pixels, got {self.box}")
+        if self.zdim < 0:
+            raise CryovaeError(f"--zdim must be >= 0, got {self.zdim}")
+        if self.gen_hidden < 1 or self.gen_layers < 1:
+            raise CryovaeError("generator width and generator layers must be >= 1")
+        if self.fourier_features < 0:
+            raise CryovaeError("Fourier features must be >= 0")
+        if self.gen_activation not in ACTIVATIONS:
+            raise CryovaeError(f"unknown activation {self.gen_activation!r}; choose one of {', '.join(ACTIVATIONS)}")
+        if self.noise not in NOISE_MODELS:
+            raise CryovaeError(f"unknown noise model {self.noise!r}; choose one of {', '.join(NOISE_MODELS)}")
+        if self.translation_prior_px <= 0:
+            raise CryovaeError("prior standard deviations must be > 0")
+        if self.pixel_size <= 0:
+            raise CryovaeError(f"pixel size must be > 0 Å, got {self.pixel_size}")
+
+
+@dataclass
+class Encoding:
+    """Deterministic encoding of a batch (posterior summaries; what is written to the star).
+
+    z_mean, z_std : (B, zdim).  theta : (B,) radians in (-pi, pi].
+    center_px : (B, 2) particle centre (cx, cy) in pixels (internal convention), in the frame of the
+        centred template (``SpatialGenerator.centred_pose`` of the encoder's reading).
+    prob : (B,) confidence of the pose (TARGET-VAE: q(t, r | y) of the chosen cell) or None.
+    extras : further per-particle outputs of a model, name -> (B,) or (B, k) tensor (for
+        example a class), carried into latents.npz.
+    """
+
+    z_mean: torch.Tensor
+    z_std: torch.Tensor
+    theta: torch.Tensor
+    center_px: torch.Tensor
+    prob: torch.Tensor | None
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class LossTerms:
+    """Per-particle ELBO terms (B,) in nats; ``elbo = recon - kl``; the parts of kl in ``kl_parts``
+    (named, e.g. ``kl_z``, ``kl_theta``: they become metrics.csv columns)."""
+
+    recon: torch.Tensor
+    kl: torch.Tensor
+    kl_parts: dict[str, torch.Tensor]
+
+    @property
+    def elbo(self) -> torch.Tensor:
+        return self.recon - self.kl
+
+
+def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
+    """Wrap radians to (-pi, pi]."""
+    return math.pi - torch.remainder(math.pi - theta, 2 * math.pi)
+
+
+class PoseVAE(nn.Module, abc.ABC):
+    """Base of every model: the spatial generator, the global noise, the latent prior.
+
+    Subclasses set ``name``, ``title``, ``config_class`` (and ``rotate_encoder_default`` when
+    they train with the random rotation augmentation), build their encoder in ``__init__`` and
+    implement :meth:`forward` and :meth:`infer`.
+    """
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    #: ``train`` turns the encoder's input by a random angle each step unless told otherwise
+    rotate_encoder_default: ClassVar[bool] = False
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.prior: LatentPrior = self.make_prior(cfg)
+        self.generator = SpatialGenerator(
+            cfg.box, cfg.zdim, cfg.gen_hidden, cfg.gen_layers, cfg.fourier_features,
+            cfg.fourier_scale, cfg.gen_activation, pixel_noise=cfg.noise == "pixel")
+        self.log_sigma = nn.Parameter(torch.zeros(()))
+
+    @classmethod
+    def make_prior(cls, cfg: ModelConfig) -> LatentPrior:
+        """The prior of z (default N(0, I) over ``cfg.zdim`` dimensions)."""
+        return StandardNormalPrior(cfg.zdim)
+
+    @property
+    def zdim(self) -> int:
+        return self.cfg.zdim
+
+    def noise_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the noise model that the optimiser moves faster
+        (:attr:`cryovae.runs.TrainConfig.sigma_lr_scale`): the global log sigma."""
+        return [self.log_sigma]
+
+    def decode(self, z: torch.Tensor | None, theta: torch.Tensor, center_px: torch.Tensor,
+               ctf: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generator mean image and its log sigma.
+
+        ``(theta, center_px)`` is a pose in the centred template's frame (what ``infer`` reports;
+        the pose-free image ``(0, 0)`` is centred on the box): the generator adds its
+        ``template_center`` (see :mod:`cryovae.models.generator`).
+
+        Parameters
+        ----------
+        z : (B, zdim) or None.  theta : (B,) radians.  center_px : (B, 2) pixels.
+        ctf : (B, box, box//2+1) CTF to apply to the mean (see :mod:`cryovae.models.ctf`) or None.
+
+        Returns
+        -------
+        mean : (B, box, box).  log_sigma : (B, box, box) or a scalar tensor (global noise).
+        """
+        mean, log_sigma = self.generator(z, theta, center_px)
+        if ctf is not None:
+            mean = apply_ctf(mean, ctf)
+        return mean, (self.log_sigma if log_sigma is None else log_sigma)
+
+    def reconstruction(self, y: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor,
+                       ctf: torch.Tensor | None) -> torch.Tensor:
+        """``log p(y | z, theta, c)`` per particle (B,), nats; ``center_px`` in the encoder's
+        (un-centred) frame, as encoders read it."""
+        mean, log_sigma = self.decode(z if self.zdim else None, theta,
+                                      self.generator.centred_pose(theta, center_px), ctf)
+        return gaussian_log_likelihood(y.float(), mean.float(), log_sigma.float())
+
+    @abc.abstractmethod
+    def forward(self, y: torch.Tensor, ctf: torch.Tensor | None = None, *, sample: bool = True,
+                generator: torch.Generator | None = None, zero_z: bool = False,
+                rotate_encoder: bool = False) -> LossTerms:
+        """The ELBO's terms for images ``y`` (B, box, box).
+
+        ctf : (B, box, box//2+1) or None.  sample : one reparameterised sample of every latent
+        (else the posterior means).  generator : the random stream of the samples.  zero_z : feed
+        z = 0 to the generator (the z-delay of the first epochs).  rotate_encoder : show the
+        encoder the images turned by a random angle (models that use it; others ignore it).
+        """
+
+    @abc.abstractmethod
+    def infer(self, y: torch.Tensor) -> Encoding:
+        """Deterministic per-particle summary of the posterior of ``y`` (B, box, box)."""
+
+    def log_posterior(self, y: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor,
+                      ctf: torch.Tensor | None = None) -> torch.Tensor:
+        """Unnormalised log posterior density of (z, theta, t) per particle, (B,), in nats.
+
+        ``log N(y; g(z, theta, t) [* CTF], sigma^2) + log p(z) + log N(t; 0, s_t^2 I)`` (theta's
+        prior is uniform; s_t is ``translation_prior_px``), the objective of
+        :mod:`cryovae.inference.refine`.
+
+        y : (B, box, box).  z : (B, zdim).  theta : (B,) radians (internal convention).
+        center_px : (B, 2) model pixels, centred-template frame (as :meth:`infer` reports).
+        ctf : (B, box, box//2+1) or None.
+        """
+        mean, log_sigma = self.decode(z if self.zdim else None, theta, center_px, ctf)
+        ll = gaussian_log_likelihood(y.float(), mean.float(), log_sigma.float())
+        s_t = float(self.cfg.translation_prior_px)
+        return ll + self.prior.log_density(z) - 0.5 * (center_px.float() ** 2).sum(1) / s_t**2

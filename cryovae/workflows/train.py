@@ -1,0 +1,230 @@
+"""A whole training run on a particle file: read, preprocess once (cached), fit, encode, write.
+
+``RUNDIR`` receives config.yaml, images.npy (the preprocessed stack, reused on resume) with
+images.json (what it was made from), checkpoint.pt, best.pt, metrics.csv, train.log, then
+latents.npz and particles.star (and, for a cryoSPARC ``.cs`` input, particles.cs + particles.csg).
+
+Ctrl-C (or SIGTERM) in any phase stops with :class:`cryovae.errors.RunInterrupted` (exit 130, 143): checkpoint.pt
+stays resumable and no final output (latents.npz, particles.star, particles.cs) is left from this call.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from cryovae.data import ParticleDataset
+from cryovae.device import resolve_device
+from cryovae.errors import CryovaeError, DamagedFileError, RunInterrupted, Terminated
+from cryovae.inference import (
+    RefineConfig,
+    encode_images,
+    recenter_template,
+    refine_latents,
+    stack_ctf,
+    store_template_center,
+    write_cs,
+    write_star,
+)
+from cryovae.models import ModelConfig, model_class
+from cryovae.runs import Latents, RunConfig, RunDir, TrainConfig
+from cryovae.training import FitResult, fit, seeded_model
+
+log = logging.getLogger(__name__)
+
+#: the default model box: images up to this size are used as they are, larger ones Fourier-cropped to it
+DEFAULT_MAX_BOX = 40
+#: the smallest model box (ModelConfig.validate)
+MIN_BOX = 8
+
+
+def default_model_box(size: int, source: str | Path = "particles") -> int:
+    """The model box ``train`` uses without ``--box``, for ``size``-pixel images.
+
+    ``size`` itself when ``size <= DEFAULT_MAX_BOX`` (no crop; an odd size is fine, the models
+    centre on pixel ``box // 2``), else ``DEFAULT_MAX_BOX`` (a Fourier crop). Logs one line with
+    the choice and the reason; :class:`CryovaeError` naming ``source`` when the images are
+    smaller than ``MIN_BOX`` pixels.
+    """
+    size = int(size)
+    if size < MIN_BOX:
+        raise CryovaeError(f"{source}: the images are {size} px; cryovae needs at least {MIN_BOX} px")
+    if size <= DEFAULT_MAX_BOX:
+        log.info("model box %d px: the images' own size (%d px <= %d, no Fourier crop; --box to change)",
+                 size, size, DEFAULT_MAX_BOX)
+        return size
+    log.info("model box %d px: the %d px images Fourier-cropped to the default %d px (--box to change)",
+             DEFAULT_MAX_BOX, size, DEFAULT_MAX_BOX)
+    return DEFAULT_MAX_BOX
+
+
+class _RunLogHandler(logging.FileHandler):
+    """RUNDIR/train.log; if the disk fills it stops writing instead of printing tracebacks (the
+    next checkpoint or output write reports the full disk as one line)."""
+
+    failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            super().emit(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        self.failed = True
+
+
+def _file_logger(run: RunDir) -> logging.Handler:
+    handler = _RunLogHandler(run.log)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    handler.setLevel(logging.INFO)
+    root = logging.getLogger("cryovae")
+    root.addHandler(handler)
+    if root.level == logging.NOTSET or root.level > logging.INFO:
+        root.setLevel(logging.INFO)
+    return handler
+
+
+def write_results(rundir: str | Path | RunDir, stack, latents: Latents, absolute_paths: bool = False) -> Path:
+    """RUNDIR/latents.npz and RUNDIR/particles.star (+ particles.cs/.csg for a .cs input); if a
+    write fails or is interrupted, the outputs this call already wrote are removed (no half set
+    of results)."""
+    run = RunDir.of(rundir)
+    written: list[Path] = []
+    try:
+        written.append(run.save_latents(latents))
+        star = write_star(stack, latents, run.star, absolute_paths)
+        written.append(star)
+        if stack.source_kind == "cryosparc":
+            written.append(write_cs(stack, latents, run.cs))
+            written.append(run.cs.with_suffix(".csg"))
+        return star
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
+
+
+def _interrupted(run: RunDir, phase: str, signal: KeyboardInterrupt) -> RunInterrupted:
+    """The one line for Ctrl-C (or SIGTERM: ``signal`` is a :class:`Terminated`) in ``phase``:
+    what is kept and how to go on."""
+    what, code = ("terminated (SIGTERM)", 143) if isinstance(signal, Terminated) else ("interrupted", 130)
+    if not run.is_run():
+        return RunInterrupted(f"{what} while {phase}; no run was started; run the command again", code)
+    epoch = run.checkpoint_epoch()
+    kept = "no epoch has finished yet" if epoch is None else f"{run.checkpoint} keeps epoch {epoch}"
+    return RunInterrupted(f"{what} while {phase}; {kept}; no results were written; "
+                          f"resume with: cryovae train --resume {run.path}", code)
+
+
+def train_run(particles: str | Path, rundir: str | Path | RunDir, model_cfg: ModelConfig | None,
+              train_cfg: TrainConfig | None, preprocess: dict | None = None, device: str = "auto",
+              resume: bool = False, datadir: str | Path | None = None, command_line: str | None = None,
+              epochs: int | None = None, progress: bool = True, auto_box: bool = False,
+              absolute_paths: bool | None = None, apix: float | None = None,
+              skip_bad: bool = False) -> FitResult:
+    """Train on a particle file and write every output into ``rundir``.
+
+    Parameters
+    ----------
+    particles : .star / .cs / .mrcs particle file (read with :func:`cryovae.io.read_particles`).
+    rundir : output directory (created).
+    model_cfg : model options; its ``pixel_size`` is replaced by the stack's pixel size scaled to
+        ``model_cfg.box``. Ignored on resume (the saved config is used).
+    train_cfg : training options (ignored on resume, except ``epochs``).
+    preprocess : extra :class:`cryovae.data.PreprocessConfig` options (``box`` comes from the model).
+    device : "auto", "cpu", "cuda" or "cuda:N".
+    resume : continue the run in ``rundir`` from its checkpoint (from epoch 0 when it was
+        stopped before its first checkpoint).
+    epochs : on resume, a new total number of epochs (None keeps the saved one).
+    auto_box : replace ``model_cfg.box`` by :func:`default_model_box` of the images (``train``
+        without ``--box``).
+    absolute_paths : write absolute stack paths into particles.star (None: False, or on resume
+        the run's own choice).
+    datadir, apix, skip_bad : how to read ``particles`` (:func:`cryovae.io.read_particles`);
+        stored in the run config's ``input`` and used again on resume. With ``skip_bad`` the
+        particles left out are listed in RUNDIR/bad_particles.txt and the outputs hold the others.
+
+    Relative stack paths are looked up from the folder the run was started in first (saved in
+    config.yaml as ``input.project_dir``), so a resumed run finds them from any folder.
+
+    Raises
+    ------
+    RunInterrupted
+        On Ctrl-C, in any phase: checkpoint.pt is left resumable and no final output is left
+        from this call.
+    """
+    from cryovae.io import read_run_particles
+    from cryovae.io.bad_particles import report_skipped
+
+    run = RunDir.of(rundir)
+    if resume:
+        run_cfg = run.read_config()
+        if epochs is not None:
+            run_cfg = replace(run_cfg, train=replace(run_cfg.train, epochs=int(epochs)))
+        recorded = dict(run_cfg.input)
+        if not recorded.get("particles"):
+            raise DamagedFileError(f"{run.config}: damaged run config: input has no particles")
+        particles = recorded["particles"]
+        if absolute_paths is None:
+            absolute_paths = bool(recorded.get("absolute_paths", False))
+    else:
+        if model_cfg is None or train_cfg is None:
+            raise CryovaeError("a new run needs model and training options")
+        train_cfg.validate()
+        model_cfg.validate()
+        if run.has_checkpoint():
+            raise CryovaeError(f"{run.path}: already holds a run; use --resume or another -o")
+        # how the particles are read, recorded so that --resume, analyze and napari read them alike
+        recorded = {"particles": str(Path(particles).resolve()),
+                    "datadir": None if datadir is None else str(Path(datadir).absolute()),
+                    "project_dir": str(Path.cwd().absolute()),
+                    "apix": None if apix is None else float(apix), "skip_bad": bool(skip_bad)}
+    run.create()
+    run.remove_stale_temporaries()
+    handler = _file_logger(run)
+    phase = "reading the particles"
+    try:
+        stack = read_run_particles(recorded)
+        report_skipped(stack, run.bad_list)
+        if not resume:
+            if auto_box:
+                model_cfg = replace(model_cfg, box=default_model_box(stack.box, particles))
+            pre = {"box": model_cfg.box, **(preprocess or {})}
+            pre["box"] = model_cfg.box
+            pixel_size = float(stack.pixel_size) * stack.box / model_cfg.box
+            model_cfg = replace(model_cfg, pixel_size=pixel_size)
+            run_cfg = RunConfig(model=model_cfg, train=train_cfg, preprocess=pre, device=str(device),
+                                input={**recorded, "absolute_paths": bool(absolute_paths),
+                                       "n_particles": len(stack), "box": int(stack.box),
+                                       "pixel_size": float(stack.pixel_size)})
+        ctf = stack_ctf(stack, str(particles)) if run_cfg.model.ctf else None
+        run.write_config(run_cfg, command_line)
+        dev = resolve_device(device)
+        log.info("training %s on %d particles (%s) on %s", model_class(run_cfg.model.kind).title, len(stack),
+                 particles, dev)
+        phase = "preprocessing"
+        images = run.cached_images(stack, run_cfg.preprocess, progress)
+        phase = "training"
+        has_checkpoint = run.has_checkpoint()
+        if resume and not has_checkpoint:
+            log.info("%s: no checkpoint yet; training from epoch 0", run.path)
+        model = seeded_model(run_cfg.model, run_cfg.train.seed)
+        result = fit(model, ParticleDataset(images, ctf), run_cfg.train, run, dev,
+                     resume=resume and has_checkpoint, progress=progress)
+        phase = "encoding and refining"
+        recenter_template(result.model, images, dev)  # the pose-free decode on the box centre
+        store_template_center(result.model, run)
+        latents = encode_images(result.model, images, run_cfg.model.pixel_size, dev)
+        if run_cfg.train.refine_steps:
+            log.info("refining every particle's pose and z (%d steps)", run_cfg.train.refine_steps)
+            latents = refine_latents(result.model, images, latents, RefineConfig(steps=run_cfg.train.refine_steps),
+                                     ctf_params=ctf, device=dev, progress=progress)
+        phase = "writing the results"
+        star = write_results(run, stack, latents, bool(absolute_paths))
+        log.info("best epoch %d; wrote %s and %s", result.best_epoch, star, run.latents_file)
+        return result
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        raise _interrupted(run, phase, exc) from None
+    finally:
+        logging.getLogger("cryovae").removeHandler(handler)
+        handler.close()
