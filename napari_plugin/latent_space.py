@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryovae.analysis.embedding import fit_pca
-from cryovae.analysis.traverse import Traversal, decode_frames, dims_traversal, pc_traversal
+from cryovae.analysis import Traversal, decode_frames, dims_traversal, fit_pca, pc_traversal
 from cryovae.errors import CryovaeError
 from cryovae.inference import Latents, TrainedRun
 from cryovae.io import ParticleStack, read_particles, read_run_particles

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from cryovae.errors import CryovaeError
+from cryovae.runs import RunDir
 from cryovae.simulate import SimulationConfig, simulate_hinge
 
 SAMPLE_ROOT = Path(__file__).parent / "sample_run"
@@ -24,7 +25,7 @@ def sample_run_paths(zdim: int = 1) -> tuple[Path, Path]:
     """(run folder, particle star) of the shipped tiny run with ``zdim`` (1 or 2) latents."""
     rundir = SAMPLE_ROOT / f"z{zdim}"
     star = SAMPLE_ROOT / "sim" / "particles.star"
-    for path in (rundir / "config.yaml", star):
+    for path in (RunDir(rundir).config, star):
         if not path.is_file():
             raise CryovaeError(f"{path}: sample run missing (run examples/make_napari_sample_run.py)")
     return rundir, star

@@ -9,60 +9,8 @@ import json
 from pathlib import Path
 
 import click
-import numpy as np
 
 from cryovae.cli.options import particle_reading_options
-
-CTF_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle", "rlnVoltage", "rlnSphericalAberration",
-               "rlnAmplitudeContrast", "rlnPhaseShift", "rlnCtfBfactor", "rlnCtfScalefactor")
-
-
-def summarize(stack) -> dict:
-    """A JSON-ready summary of a :class:`cryovae.io.ParticleStack`."""
-    sizes = None if stack.pixel_sizes is None else sorted({round(float(v), 6) for v in np.unique(stack.pixel_sizes)})
-    return {
-        "path": str(stack.path),
-        "source_kind": stack.source_kind,
-        "relion_version": stack.relion_version,
-        "n_particles": len(stack),
-        "box": stack.box_known,
-        "pixel_size": sizes[0] if sizes and len(sizes) == 1 else None,
-        "pixel_sizes": sizes,
-        "n_optics_groups": stack.n_optics_groups,
-        "n_stacks": len(stack.stack_refs),
-        "stacks_found": len(stack.stack_refs) - len(stack.stacks_missing),
-        "stacks_missing": stack.stacks_missing,
-        "ctf_columns": [c for c in CTF_COLUMNS if c in stack.table.columns],
-        "columns": [str(c) for c in stack.table.columns],
-        **_bad_summary(stack),
-    }
-
-
-def _bad_summary(stack) -> dict:
-    """With --skip-bad: the bad particles (1-based rows, reasons); nothing otherwise."""
-    bad = stack.skipped
-    if bad is None:
-        return {}
-    return {"bad_particles": [{"row": int(r) + 1, "image": name, "reason": bad.reason(i)}
-                              for i, (r, name) in enumerate(zip(bad.rows, bad.image_names, strict=True))],
-            "bad_summary": bad.summary() if len(bad) else "none"}
-
-
-def _text(s: dict) -> list[str]:
-    psize = "unknown (pass --apix)" if s["pixel_sizes"] is None else ", ".join(f"{v:.5g}" for v in s["pixel_sizes"]) + " Å/px"
-    box = "unknown (no stack found)" if s["box"] is None else f"{s['box']} px"
-    kind = s["source_kind"] + (f" (RELION {s['relion_version']})" if s["relion_version"] else "")
-    lines = [f"file          {s['path']}", f"format        {kind}", f"particles     {s['n_particles']}",
-             f"box           {box}", f"pixel size    {psize}", f"optics groups {s['n_optics_groups']}",
-             f"stacks        {s['stacks_found']} of {s['n_stacks']} found"]
-    for ref in s["stacks_missing"][:5]:
-        lines.append(f"  missing     {ref}")
-    if len(s["stacks_missing"]) > 5:
-        lines.append(f"  ... and {len(s['stacks_missing']) - 5} more missing (try --datadir)")
-    lines.append(f"CTF columns   {', '.join(c.removeprefix('rln') for c in s['ctf_columns']) or 'none'}")
-    if "bad_particles" in s:
-        lines.append(f"bad particles {s['bad_summary']}" if s["bad_particles"] else "bad particles none")
-    return lines
 
 
 @click.command(name="info")
@@ -75,12 +23,12 @@ def command(particles: Path, datadir: Path | None, apix: float | None, skip_bad:
 
     Example: cryovae info particles.star --datadir Extract/ --json
     """
-    from cryovae.io import read_particles
+    from cryovae.io import read_particles, summarize, summary_lines
 
     stack = read_particles(particles, datadir=datadir, apix=apix, skip_bad=skip_bad)
     summary = summarize(stack)
     if as_json:
         click.echo(json.dumps(summary))
     else:
-        for line in _text(summary):
+        for line in summary_lines(summary):
             click.echo(line)

@@ -17,6 +17,7 @@ from cryovae.io.particles import (
 )
 from cryovae.io.particles_star import relion31_blocks, write_particles_star
 from cryovae.io.star import read_star_particles
+from cryovae.io.summary import summarize, summary_lines
 from cryovae.io.writers import open_stack_for_writing, write_stack, write_star
 
 __all__ = [
@@ -30,6 +31,8 @@ __all__ = [
     "refuse_overwrite_input",
     "relion31_blocks",
     "resolve_stack",
+    "summarize",
+    "summary_lines",
     "write_particles_cs",
     "write_particles_star",
     "write_stack",
