@@ -42,6 +42,7 @@ sed 's#@particles.mrcs#@Extract/job010/particles.mrcs#' Extract/job010/particles
 cryovae train Refine3D/job020/run_data.star -o cryovae/run1 "${TINY[@]}"
 cryovae encode cryovae/run1 Refine3D/job020/run_data.star -o cryovae/encoded.star --device cpu --refine-steps 0
 cryovae encode cryovae/run1 Extract/job010/particles.star -o cryovae/encoded_rel.star --device cpu --refine-steps 0
+cryovae select cryovae/run1 --z1 50%: -o cryovae/selected.star
 
 cd "$WORK/elsewhere"
 for star in "$WORK/cryovae/run1/particles.star" "$WORK/cryovae/encoded.star" "$WORK/cryovae/encoded_rel.star"; do
@@ -95,5 +96,23 @@ print(f"pose.pkl: rot {rot.shape}, trans {trans.shape}; ctf.pkl: {ctf.shape}; do
 print(f"rot[0] = {np.round(rot[0], 4).tolist()}; cos(psi[0]) = {np.cos(psi[0]):.4f}")
 EOF
 done
+
+echo
+echo "==== $WORK/cryovae/selected.star (cryovae select; read from $PWD)"
+"$CRYODRGN/python" - "$WORK/cryovae/selected.star" "$WORK/Extract/job010/particles.mrcs" <<'EOF'
+import sys
+import numpy as np
+import starfile
+from cryodrgn.source import ImageSource
+src = ImageSource.from_file(sys.argv[1], lazy=True)
+df = starfile.read(sys.argv[1], always_dict=True)["particles"]
+idx = np.array([int(n.split("@")[0]) - 1 for n in df["rlnImageName"]])
+ref = np.asarray(ImageSource.from_file(sys.argv[2], lazy=True).images())[idx]
+same = np.array_equal(np.asarray(src.images()), ref)
+print(f"ImageSource: {src.n} images of {src.D} px (starfile: {len(df)} rows); the selected particles' pixels: {same}")
+if not same or src.n != len(df):
+    sys.exit(1)
+EOF
+"$CRYODRGN/cryodrgn" parse_pose_star "$WORK/cryovae/selected.star" -o selected.pose.pkl 2>&1
 echo
 echo "all readers opened every star from $PWD"

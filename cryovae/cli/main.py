@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "Simulate, train, traverse and evaluate on a built-in example."),
     "traverse": ("traverse", "Decode images along the latent space of a trained run."),
     "analyze": ("analyze", "Plots, clusters and an HTML report for a trained run."),
+    "select": ("select", "Write a subset of a run's particles chosen in its latent space."),
 }
 
 

@@ -64,6 +64,14 @@ class Latents:
     def __len__(self) -> int:
         return len(self.theta)
 
+    def take(self, idx) -> Latents:
+        """The latents of particles ``idx`` (0-based int array, in the order given)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        return Latents(z_mean=self.z_mean[idx], z_std=self.z_std[idx], theta=self.theta[idx],
+                       center_px=self.center_px[idx], psi_deg=self.psi_deg[idx], origin_A=self.origin_A[idx],
+                       prob=None if self.prob is None else self.prob[idx],
+                       extras={k: np.asarray(v)[idx] for k, v in self.extras.items()})
+
     def save(self, path: Path) -> None:
         """Write latents.npz atomically (``prob`` omitted when None)."""
         path = Path(path)
