@@ -1,10 +1,12 @@
 """The latent explorer dock widget: load a run, drag through its latent space, pick particles.
 
-Layout (top to bottom): run folder and particle file, the latent-space plot, one slider per
-latent dimension, traversal steps, particle number. It owns five layers, all in Å (scale =
-the run's pixel size): the decoded image at theta = 0, c = 0 (``cryovae decoded``), the
-traversal stack to its right, and the selected particle's raw / reconstruction / pose-free
-images in a row below. Loading, encoding and traversing run in napari ``thread_worker``s with
+Layout (top to bottom): run folder and particle file, the latent-space plot (view, colour and
+tool: decode, box or lasso selection), one slider per latent dimension, traversal steps, the
+selection (count, Clear, Save selection), particle number. It owns these layers, all in Å
+(scale = the run's pixel size): the decoded image at theta = 0, c = 0 (``cryovae decoded``), the
+traversal stack to its right, the selected particle's raw / reconstruction / pose-free images in
+a row below, and, for a selection, the aligned average of its particles and the decoded image at
+its mean latent in a third row. Loading, encoding and traversing run in napari ``thread_worker``s with
 progress; the computations live in :mod:`napari_plugin.latent_space`.
 """
 
@@ -40,6 +42,8 @@ from napari_plugin.latent_plot import LatentPlot
 from napari_plugin.latent_space import (
     PCA_MODE,
     Session,
+    colour_options,
+    colour_values,
     decode_one,
     decoded_range,
     encode_session_stack,
@@ -49,6 +53,9 @@ from napari_plugin.latent_space import (
     mode_label,
     particle_panels,
     plot_modes,
+    region_mask,
+    save_selection,
+    selection_images,
     slider_position,
     slider_value,
     traversal_for,
@@ -63,6 +70,8 @@ PARTICLE = "cryovae particle"
 RECONSTRUCTION = "cryovae reconstruction"
 POSE_FREE = "cryovae pose-free"
 PANELS = (PARTICLE, RECONSTRUCTION, POSE_FREE)
+SELECTION_AVERAGE = "cryovae selection average"
+SELECTION_MEAN = "cryovae selection decoded mean"
 #: integer positions of each latent slider.
 SLIDER_STEPS = 400
 #: gap between tiled layers, in model pixels.
@@ -83,12 +92,14 @@ class LatentExplorer(QWidget):
     run_loaded : a run is installed (sliders, plot and decoded layer ready).
     latents_ready : the particles' latents are known (after loading or encoding).
     traversal_ready : the traversal layer was (re)built.
+    selection_changed : the particle selection (``selection``) changed.
     failed(str) : a background job failed; the one-line message.
     """
 
     run_loaded = Signal()
     latents_ready = Signal()
     traversal_ready = Signal()
+    selection_changed = Signal()
     failed = Signal(str)
 
     def __init__(self, napari_viewer, device: str = "cpu"):
@@ -99,6 +110,7 @@ class LatentExplorer(QWidget):
         self.z = np.zeros(0)
         self.view = None
         self.selected: int | None = None
+        self.selection: np.ndarray | None = None  # (n,) bool over the session's particles
         self._ranges = np.zeros((0, 2))
         self._sliders: list[QSlider] = []
         self._slider_labels: list[QLabel] = []
@@ -151,9 +163,24 @@ class LatentExplorer(QWidget):
         self.mode_combo = QComboBox()
         self.mode_combo.currentIndexChanged.connect(self._mode_changed)
         space_layout.addWidget(self.mode_combo)
+        view_row = QHBoxLayout()
+        self.colour_combo = QComboBox()
+        self.colour_combo.setToolTip("Colour the 2-D plot by a third quantity")
+        self.colour_combo.currentIndexChanged.connect(self._mode_changed)
+        self.tool_combo = QComboBox()
+        self.tool_combo.addItems(list(LatentPlot.TOOLS))
+        self.tool_combo.setToolTip("Left drag: decode the latent under the mouse, or select particles with a box "
+                                   "or a lasso")
+        self.tool_combo.currentTextChanged.connect(lambda tool: self.plot.set_tool(tool))
+        view_row.addWidget(QLabel("colour"))
+        view_row.addWidget(self.colour_combo, 1)
+        view_row.addWidget(QLabel("tool"))
+        view_row.addWidget(self.tool_combo, 1)
+        space_layout.addLayout(view_row)
         self.plot = LatentPlot()
         self.plot.point_clicked.connect(self._plot_point)
         self.plot.particle_clicked.connect(self.select_particle)
+        self.plot.region_selected.connect(self._region_selected)
         space_layout.addWidget(self.plot)
         self.slider_form = QFormLayout()
         space_layout.addLayout(self.slider_form)
@@ -173,6 +200,20 @@ class LatentExplorer(QWidget):
         row.addWidget(self.traverse_button)
         space_layout.addLayout(row)
         outer.addWidget(space)
+
+        chosen = QGroupBox("Selection")
+        srow = QHBoxLayout(chosen)
+        self.selection_label = QLabel("none (draw a box or lasso)")
+        self.clear_button = QPushButton("Clear")
+        self.clear_button.clicked.connect(self.clear_selection)
+        self.save_button = QPushButton("Save selection…")
+        self.save_button.setToolTip("Write the selected particles as a RELION .star or cryoSPARC .cs "
+                                    "(the same file cryovae select writes)")
+        self.save_button.clicked.connect(self._save_clicked)
+        srow.addWidget(self.selection_label, 1)
+        srow.addWidget(self.clear_button)
+        srow.addWidget(self.save_button)
+        outer.addWidget(chosen)
 
         particles = QGroupBox("Particle")
         prow = QHBoxLayout(particles)
@@ -194,6 +235,11 @@ class LatentExplorer(QWidget):
         self.median_button.setEnabled(has_latents and has_z)
         self.traverse_button.setEnabled(has_latents and has_z)
         self.mode_combo.setEnabled(has_latents and has_z)
+        self.colour_combo.setEnabled(has_latents and has_z)
+        self.tool_combo.setEnabled(has_latents and has_z)
+        has_selection = has_latents and self.selection is not None and bool(self.selection.any())
+        self.clear_button.setEnabled(has_selection)
+        self.save_button.setEnabled(has_selection and self.session.stack is not None)
         self.particle_spin.setEnabled(has_latents and self.session.stack is not None)
 
     def _browse_run(self) -> None:
@@ -320,7 +366,16 @@ class LatentExplorer(QWidget):
         for mode in modes:
             self.mode_combo.addItem(mode_label(mode), mode)
         self.mode_combo.blockSignals(False)
+        self.colour_combo.blockSignals(True)
+        self.colour_combo.clear()
+        self.colour_combo.addItems(colour_options(session))
+        self.colour_combo.blockSignals(False)
         self.selected = None
+        self.selection = None
+        self.selection_label.setText("none (draw a box or lasso)")
+        for name in (SELECTION_AVERAGE, SELECTION_MEAN):
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
         self.particle_spin.blockSignals(True)
         self.particle_spin.setRange(0, session.n_particles if session.stack is not None else 0)
         self.particle_spin.setValue(0)
@@ -428,8 +483,10 @@ class LatentExplorer(QWidget):
         if mode is None or self.session is None or self.session.latents is None:
             return
         self.view = latent_view(self.session.latents.z_mean, mode)
-        self.plot.set_view(self.view)
+        colour = self.colour_combo.currentText() or "none"
+        self.plot.set_view(self.view, colour_values(self.session, colour), colour)
         self.plot.mark_current(self.view.project(self.z))
+        self.plot.mark_selection(self.selection)
         if self.selected is not None:
             self.plot.mark_selected(self.view.coords[self.selected])
 
@@ -502,6 +559,63 @@ class LatentExplorer(QWidget):
                           " (use the viewer's sliders)")
         self.traversal_ready.emit()
 
+    # ================================================================== selection
+    def _region_selected(self, vertices) -> None:
+        if self.view is not None:
+            self.set_selection(region_mask(self.view, vertices))
+
+    def set_selection(self, mask) -> None:
+        """Select the particles of ``mask`` (n,) bool: highlight them and show their aligned
+        average and the decoded image at their mean latent (empty: clear)."""
+        if self.session is None or self.session.latents is None:
+            return
+        mask = np.asarray(mask, bool)
+        if mask.shape != (self.session.n_particles,):
+            raise CryovaeError(f"a selection of {mask.shape} for {self.session.n_particles} particles")
+        if not mask.any():
+            self.clear_selection()
+            return
+        self.selection = mask
+        self.plot.mark_selection(mask)
+        images = selection_images(self.session, mask)
+        self._show(SELECTION_MEAN, images.decoded_mean, 1, 2, self._contrast)
+        if images.average is not None:
+            self._show(SELECTION_AVERAGE, images.average, 0, 2)
+        n, total = int(mask.sum()), len(mask)
+        self.selection_label.setText(f"{n} of {total} particles")
+        self._show_status(f"selected {n} of {total} particles" + (
+            f"; average of {images.used} aligned by their pose" if images.average is not None else ""))
+        self._set_enabled(True)
+        self.selection_changed.emit()
+
+    def clear_selection(self) -> None:
+        self.selection = None
+        self.plot.mark_selection(None)
+        for name in (SELECTION_AVERAGE, SELECTION_MEAN):
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        self.selection_label.setText("none (draw a box or lasso)")
+        if self.session is not None:
+            self._set_enabled(True)
+        self.selection_changed.emit()
+
+    def save_selection(self, path: str | Path) -> Path:
+        """Write the selected particles to ``path`` (.star or .cs), as ``cryovae select`` does."""
+        if self.selection is None or not self.selection.any():
+            raise CryovaeError("nothing selected: draw a box or lasso on the latent plot")
+        out = save_selection(self.session, self.selection, path)
+        self._show_status(f"saved {int(self.selection.sum())} particles to {out}")
+        return out
+
+    def _save_clicked(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save selected particles", "selection.star",
+                                              "RELION star (*.star);;cryoSPARC (*.cs)")
+        if path:
+            try:
+                self.save_selection(path)
+            except CryovaeError as exc:
+                self._show_status(str(exc))
+
     # ================================================================== particles
     def _particle_spin_changed(self, value: int) -> None:
         if value >= 1:
@@ -533,5 +647,5 @@ class LatentExplorer(QWidget):
                           + (f", z = ({z_text})" if z_text else ""))
 
 
-__all__ = ["DECODED", "PANELS", "PCA_MODE", "POSE_FREE", "PARTICLE", "RECONSTRUCTION", "TRAVERSAL",
-           "LatentExplorer"]
+__all__ = ["DECODED", "PANELS", "PCA_MODE", "POSE_FREE", "PARTICLE", "RECONSTRUCTION", "SELECTION_AVERAGE",
+           "SELECTION_MEAN", "TRAVERSAL", "LatentExplorer"]

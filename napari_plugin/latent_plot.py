@@ -1,8 +1,11 @@
 """The latent-space plot of the explorer: a matplotlib figure embedded in Qt.
 
-A histogram of z1 (one latent dimension) or a scatter of the chosen 2-D view; a cross marks
-the latent being decoded and a ring the selected particle. Left press/drag reports a point
-(``point_clicked``), right click asks for the nearest particle (``particle_clicked``).
+A histogram of z1 (one latent dimension) or a scatter of the chosen 2-D view (optionally
+coloured by a third quantity); a cross marks the latent being decoded, a ring the selected
+particle, yellow points (or bars) the particles of the current selection. With the "decode" tool
+a left press/drag reports a point (``point_clicked``); with "box" or "lasso" a left drag draws a
+region and its release reports the region's vertices (``region_selected``). A right click asks
+for the nearest particle (``particle_clicked``).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ class LatentPlot(QWidget):
 
     point_clicked = Signal(float, float)
     particle_clicked = Signal(int)
+    region_selected = Signal(object)
+
+    TOOLS = ("decode", "box", "lasso")
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -48,6 +54,10 @@ class LatentPlot(QWidget):
         self._current = None
         self._selected = None
         self._dragging = False
+        self.tool = "decode"
+        self._region: list[tuple[float, float]] | None = None
+        self._region_line = None
+        self._selection_artist = None
         self.canvas.mpl_connect("button_press_event", self._on_press)
         self.canvas.mpl_connect("motion_notify_event", self._on_motion)
         self.canvas.mpl_connect("button_release_event", self._on_release)
@@ -74,9 +84,18 @@ class LatentPlot(QWidget):
                      transform=self.ax.transAxes, wrap=True)
         self.canvas.draw_idle()
 
-    def set_view(self, view: LatentView) -> None:
-        """Draw the particles of ``view`` (histogram for 1-D, scatter for 2-D)."""
+    def set_tool(self, tool: str) -> None:
+        """What a left drag does: "decode" (the latent under the mouse), "box" or "lasso" (select)."""
+        if tool not in self.TOOLS:
+            raise ValueError(f"unknown tool {tool!r}")
+        self.tool = tool
+
+    def set_view(self, view: LatentView, colors: np.ndarray | None = None, color_name: str | None = None) -> None:
+        """Draw the particles of ``view`` (histogram for 1-D, scatter for 2-D, coloured by
+        ``colors`` (n,) when given)."""
         self.view = view
+        self._selection_artist = None
+        self._region_line = None
         ax = self.ax
         ax.clear()
         ax.set_axis_on()
@@ -90,12 +109,38 @@ class LatentPlot(QWidget):
             self._selected = ax.axvline(np.nan, color=SELECTED, lw=1.5, ls="--")
         else:
             size = float(np.clip(3000 / max(n, 1), 1, 12))
-            ax.scatter(view.coords[:, 0], view.coords[:, 1], s=size, color=POINTS, alpha=0.6, lw=0)
+            self._size = size
+            if colors is None:
+                ax.scatter(view.coords[:, 0], view.coords[:, 1], s=size, color=POINTS, alpha=0.6, lw=0)
+            else:
+                ax.scatter(view.coords[:, 0], view.coords[:, 1], s=size, c=colors, cmap="viridis", alpha=0.8,
+                           lw=0)
             ax.set_xlabel(view.names[0])
             ax.set_ylabel(view.names[1])
             (self._current,) = ax.plot([np.nan], [np.nan], "+", color=CURRENT, ms=16, mew=2.5)
             (self._selected,) = ax.plot([np.nan], [np.nan], "o", mfc="none", mec=SELECTED, ms=11, mew=2)
-        ax.set_title(f"{n} particles: left-drag decodes, right-click picks", fontsize=8)
+        coloured = f", colour: {color_name}" if colors is not None and view.ndim > 1 else ""
+        ax.set_title(f"{n} particles{coloured}: left-drag decodes or selects, right-click picks", fontsize=8)
+        self.canvas.draw_idle()
+
+    def mark_selection(self, mask: np.ndarray | None) -> None:
+        """Highlight the particles of ``mask`` (n,) bool (None or all-False: no highlight)."""
+        if self.view is None:
+            return
+        if self._selection_artist is not None:
+            for artist in np.atleast_1d(self._selection_artist):
+                artist.remove()
+            self._selection_artist = None
+        if mask is not None and np.any(mask):
+            coords = self.view.coords[np.asarray(mask, bool)]
+            if self.view.ndim == 1:
+                n = len(self.view.coords)
+                bins = np.histogram_bin_edges(self.view.coords[:, 0], bins=max(10, min(60, n // 10)))
+                *_, patches = self.ax.hist(coords[:, 0], bins=bins, color=SELECTED, alpha=0.9)
+                self._selection_artist = list(patches)
+            else:
+                self._selection_artist = self.ax.scatter(coords[:, 0], coords[:, 1], s=self._size * 1.6,
+                                                         color=SELECTED, alpha=0.9, lw=0)
         self.canvas.draw_idle()
 
     def _move(self, artist, point) -> None:
@@ -121,16 +166,49 @@ class LatentPlot(QWidget):
             return
         if event.button == 3:
             self.particle_clicked.emit(self.view.nearest([event.xdata, event.ydata]))
+        elif event.button == 1 and self.tool != "decode":
+            self._region = [(float(event.xdata), float(event.ydata))]
+            (self._region_line,) = self.ax.plot([event.xdata], [event.ydata], "-", color=SELECTED, lw=1.2)
         elif event.button == 1:
             self._dragging = True
             self.point_clicked.emit(float(event.xdata), float(event.ydata if self.view.ndim > 1 else 0.0))
 
+    def _region_vertices(self) -> np.ndarray:
+        pts = np.asarray(self._region, np.float64)
+        if self.tool == "box":
+            (x0, y0), (x1, y1) = pts[0], pts[-1]
+            return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+        return pts
+
     def _on_motion(self, event) -> None:
-        if self._dragging and self.view is not None and event.inaxes is self.ax and event.xdata is not None:
+        if self.view is None or event.inaxes is not self.ax or event.xdata is None:
+            return
+        if self._region is not None:
+            point = (float(event.xdata), float(event.ydata))
+            if self.tool == "box":
+                self._region[1:] = [point]
+            else:
+                self._region.append(point)
+            v = self._region_vertices()
+            v = np.vstack([v, v[:1]])
+            self._region_line.set_data(v[:, 0], v[:, 1])
+            self.canvas.draw_idle()
+        elif self._dragging:
             self.point_clicked.emit(float(event.xdata), float(event.ydata if self.view.ndim > 1 else 0.0))
 
     def _on_release(self, event) -> None:
         self._dragging = False
+        if self._region is None:
+            return
+        if event.inaxes is self.ax and event.xdata is not None:
+            self._on_motion(event)
+        vertices = self._region_vertices()
+        self._region = None
+        if self._region_line is not None:
+            self._region_line.remove()
+            self._region_line = None
+        self.canvas.draw_idle()
+        self.region_selected.emit(vertices)
 
     def data_to_pixels(self, point) -> tuple[float, float]:
         """Canvas pixel position (matplotlib's, origin bottom left) of plot coordinates ``point``."""

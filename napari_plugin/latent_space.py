@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from matplotlib.path import Path as PolygonPath
 
 from cryovae.analysis import Traversal, decode_frames, dims_traversal, fit_pca, pc_traversal
 from cryovae.errors import CryovaeError
+from cryovae.geometry import apply_relion_alignment
 from cryovae.inference import Latents, TrainedRun
 from cryovae.io import ParticleStack, read_particles, read_run_particles
+from cryovae.workflows import write_selection
 
 log = logging.getLogger(__name__)
 
@@ -264,3 +267,96 @@ def particle_panels(session: Session, index: int) -> ParticlePanels:
     recon = run.decode(lat.z_mean[[index]], lat.theta[[index]], lat.center_px[[index]])[0]
     pose_free = run.decode(lat.z_mean[[index]])[0]
     return ParticlePanels(raw=raw, reconstruction=recon, pose_free=pose_free)
+
+
+# --------------------------------------------------------------------------- selections
+#: what the latent scatter can be coloured by, besides the latents themselves
+COLOUR_POSE = ("psi", "prob")
+
+
+def colour_options(session: Session) -> list[str]:
+    """Quantities the 2-D latent plot can be coloured by: none, each z, psi, the pose
+    probability (when the model writes one), each extra output (e.g. a class)."""
+    lat = session.latents
+    if lat is None:
+        return []
+    names = ["none", *(f"z{d + 1}" for d in range(session.zdim)), "psi"]
+    if lat.prob is not None:
+        names.append("prob")
+    names += [name for name, v in lat.extras.items() if np.ndim(v) == 1]
+    return names
+
+
+def colour_values(session: Session, name: str) -> np.ndarray | None:
+    """(n,) values of colour option ``name`` (None for "none")."""
+    lat = session.latents
+    if lat is None or name == "none":
+        return None
+    if name == "psi":
+        return np.asarray(lat.psi_deg, np.float64)
+    if name == "prob":
+        return None if lat.prob is None else np.asarray(lat.prob, np.float64)
+    if name.startswith("z") and name[1:].isdigit():
+        return np.asarray(lat.z_mean[:, int(name[1:]) - 1], np.float64)
+    if name in lat.extras:
+        return np.asarray(lat.extras[name], np.float64)
+    raise CryovaeError(f"unknown colour {name!r}")
+
+
+def region_mask(view: LatentView, vertices: np.ndarray) -> np.ndarray:
+    """(n,) bool: the particles of ``view`` inside a region drawn on the plot.
+
+    vertices : (m, 2) plot coordinates of a box's corners or a lasso's path. On a 1-D view
+        (histogram) the region is the interval of x it spans; on a 2-D view the polygon
+        (points on its edge count as inside).
+    """
+    vertices = np.asarray(vertices, np.float64).reshape(-1, 2)
+    if view.ndim == 1:
+        lo, hi = vertices[:, 0].min(), vertices[:, 0].max()
+        x = view.coords[:, 0]
+        return (x >= lo) & (x <= hi)
+    if len(vertices) < 3:
+        return np.zeros(len(view.coords), bool)
+    span = np.ptp(view.coords, axis=0).max() if len(view.coords) else 1.0
+    return PolygonPath(vertices).contains_points(view.coords, radius=1e-9 * max(span, 1e-12))
+
+
+@dataclass(frozen=True)
+class SelectionImages:
+    """What a selection looks like (each (box, box) float32, model pixels).
+
+    average : the mean of the selected particles, preprocessed and aligned by their inferred
+        pose (turned by -psi, shifted by -origin: RELION's --apply_transformation), over up to
+        ``limit`` of them evenly spread through the selection; None without the particle file.
+    decoded_mean : the generator's pose-free image at the selection's mean latent.
+    used : how many particles the average holds.
+    """
+
+    average: np.ndarray | None
+    decoded_mean: np.ndarray
+    used: int
+
+
+def selection_images(session: Session, mask: np.ndarray, limit: int = 400) -> SelectionImages:
+    """:class:`SelectionImages` of the particles of ``mask`` (n,) bool (at least one)."""
+    idx = np.flatnonzero(np.asarray(mask, bool))
+    if not len(idx):
+        raise CryovaeError("the selection is empty")
+    run, lat = session.run, session.latents
+    decoded = decode_one(run.decode, lat.z_mean[idx].mean(axis=0) if session.zdim else np.zeros(0))
+    if session.stack is None:
+        return SelectionImages(average=None, decoded_mean=decoded, used=0)
+    some = idx[np.unique(np.linspace(0, len(idx) - 1, min(limit, len(idx))).round().astype(int))]
+    images = run.preprocess(session.stack.images(some))
+    aligned = [apply_relion_alignment(img, float(lat.psi_deg[i]), -lat.center_px[i], order=1)
+               for img, i in zip(images, some, strict=True)]
+    return SelectionImages(average=np.mean(aligned, axis=0).astype(np.float32), decoded_mean=decoded,
+                           used=len(some))
+
+
+def save_selection(session: Session, mask: np.ndarray, path: str | Path) -> Path:
+    """Write the selected particles to ``path`` (.star or .cs) with the writer ``cryovae select``
+    uses (:func:`cryovae.workflows.write_selection`)."""
+    if session.stack is None or session.latents is None:
+        raise CryovaeError("no particle file loaded: choose the run's particle file before saving a selection")
+    return write_selection(session.stack, session.latents, mask, path)

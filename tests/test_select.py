@@ -131,3 +131,46 @@ def test_bad_selections_are_one_line_errors_and_write_nothing(tmp_path, monkeypa
     r = _select(*args, "-o", tmp_path / "x.star")
     assert r.exit_code == 2 and message in r.output, r.output
     assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "x.star").exists()
+
+
+def test_the_selection_average_undoes_each_particles_pose():
+    """napari's selection average: particles rendered from one template at known poses, aligned
+    by those poses, average back to the template (and the decoded mean is at the mean z)."""
+    from cryovae.geometry import transform_image
+    from cryovae.runs import Latents
+    from napari_plugin.latent_space import Session, selection_images
+
+    rng = np.random.default_rng(3)
+    box = 33
+    yy, xx = np.mgrid[:box, :box] - box // 2
+    template = (np.exp(-((xx - 5) ** 2 + yy ** 2) / 8.0) + 0.6 * np.exp(-(xx ** 2 + (yy + 6) ** 2) / 5.0)
+                ).astype(np.float32)  # no rotational symmetry
+    n = 40
+    theta, center = rng.uniform(-np.pi, np.pi, n), rng.normal(0, 1.5, (n, 2))
+    particles = np.stack([transform_image(template, t, c) for t, c in zip(theta, center, strict=True)])
+    z = rng.normal(size=(n, 1))
+    lat = Latents.from_pose(z, np.ones_like(z), theta, center, 1.0)
+
+    class Stack:
+        def images(self, idx):
+            return particles[idx]
+
+        def __len__(self):
+            return n
+
+    class Run:
+        zdim = 1
+
+        def preprocess(self, images):
+            return images
+
+        def decode(self, zz, theta=None, center_px=None):
+            return np.full((len(zz), box, box), float(zz[0, 0]), np.float32)
+
+    mask = np.arange(n) % 2 == 0
+    out = selection_images(Session(run=Run(), latents=lat, stack=Stack()), mask)
+    assert out.used == mask.sum()
+    inner = np.hypot(xx, yy) < box // 2 - 3  # interpolation at the border differs
+    assert np.abs(out.average - template)[inner].max() < 0.05 * template.max()
+    assert np.abs(particles[mask].mean(0) - template)[inner].max() > 0.3 * template.max()  # unaligned: blurred
+    np.testing.assert_allclose(out.decoded_mean, z[mask].mean(), rtol=1e-5)
