@@ -82,6 +82,28 @@ def test_analyze_again_gives_the_same_numbers(tiny_run, analysis, tmp_path):
         pd.testing.assert_frame_equal(a["particles"], b["particles"])
 
 
+def test_analyze_method_gmm_writes_the_cluster_stars(tiny_run, analysis, tmp_path):
+    res = CliRunner().invoke(cli, ["analyze", str(tiny_run), "--k", "2", "--method", "gmm", "--examples", "2",
+                                   "-o", str(tmp_path)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    src = starfile.read(tiny_run / "particles.star", always_dict=True)["particles"]
+    parts = [starfile.read(tmp_path / f"cluster_{j:02d}.star", always_dict=True) for j in (1, 2)]
+    assert not (tmp_path / "cluster_03.star").exists()
+    table = pd.read_csv(tmp_path / "clusters.csv")
+    assert list(table.columns) == list(pd.read_csv(analysis / "clusters.csv").columns)  # same format as k-means
+    for j, p in enumerate(parts, start=1):
+        assert list(p["particles"].columns) == list(src.columns)
+        assert list(p["particles"]["rlnImageName"]) == list(src["rlnImageName"][table["cluster"].to_numpy() == j])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["clusters"]["method"] == "gmm"
+    assert summary["clusters"]["sizes"] == [len(p["particles"]) for p in parts] and sum(summary["clusters"]["sizes"]) == len(src)
+    assert json.loads((analysis / "summary.json").read_text())["clusters"]["method"] == "kmeans"
+    page = (tmp_path / "index.html").read_text()
+    assert "Gaussian mixture clusters (k = 2)" in page and "k-means" not in page
+    for name in ("clusters.png", "cluster_centers.png"):
+        _check_png(tmp_path / name)
+
+
 def test_traverse_on_a_trained_run(tiny_run, tmp_path):
     from cryovae.inference import TrainedRun
 
@@ -119,6 +141,7 @@ def test_traverse_on_a_trained_run(tiny_run, tmp_path):
     (["traverse", "{run}", "--dims", "a"], "--dims takes comma-separated numbers"),
     (["analyze", "{run}", "--color-by", "rlnNope"], "no column rlnNope"),
     (["analyze", "{run}", "--k", "0"], "--k must be >= 1"),
+    (["analyze", "{run}", "--method", "dbscan"], "--method must be one of kmeans, gmm, agglomerative, got 'dbscan'"),
     (["traverse", "{missing}"], "not a cryovae run directory"),
     (["analyze", "{missing}"], "not a cryovae run directory"),
 ])

@@ -1,4 +1,5 @@
-"""k-means on latents and the per-cluster star files (an exact partition of the input)."""
+"""Clustering of latents (k-means, Gaussian mixture, agglomerative) and the per-cluster star
+files (an exact partition of the input)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pandas as pd
 import pytest
 import starfile
 
-from cryovae.analysis.clustering import kmeans, split_by_cluster
+from cryovae.analysis import clustering
+from cryovae.analysis.clustering import METHODS, cluster, kmeans, split_by_cluster
 from cryovae.analysis.report import read_run_star, star_column, write_cluster_stars
 from cryovae.errors import CryovaeError, InputFileError
 
@@ -45,6 +47,61 @@ def test_kmeans_user_errors():
         kmeans(x, 0)
     with pytest.raises(CryovaeError, match="distinct"):
         kmeans(np.zeros((10, 2)), 2)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_recovers_separated_blobs_numbered_along_the_main_axis(method):
+    x, truth = blobs()
+    c = cluster(x, 3, method=method, seed=3)
+    # the blobs lie at x = -4, 0, +4 along the first principal axis: cluster j is blob j
+    np.testing.assert_array_equal(c.labels, truth)
+    assert c.method == method and c.k == 3 and list(c.sizes()) == list(np.bincount(truth))
+    means = np.array([x[truth == j].mean(0) for j in range(3)])
+    np.testing.assert_allclose(c.centers, means, atol=1e-6 if method != "gmm" else 0.02)
+    assert c.inertia == pytest.approx(((x - c.centers[truth]) ** 2).sum())
+    # mirrored data: the same partition, numbered from the other end
+    m = cluster(-x, 3, method=method, seed=3)
+    np.testing.assert_array_equal(m.labels, 2 - truth)
+    again = cluster(x, 3, method=method, seed=3)
+    np.testing.assert_array_equal(again.labels, c.labels)
+    np.testing.assert_array_equal(again.centers, c.centers)
+
+
+def test_gmm_membership_probabilities_follow_the_cluster_order():
+    x, truth = blobs(2)
+    path = np.linspace([-4.0, 0.0], [0.0, 3.0], 21)  # from blob 1's centre to blob 2's
+    c = cluster(np.concatenate([x, path]), 3, method="gmm", seed=0)
+    p = c.probabilities
+    assert p.shape == (321, 3)
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    np.testing.assert_array_equal(p.argmax(1), c.labels)
+    assert (p[np.arange(300), truth] > 0.99).all()  # the blob points are certain
+    on_path = p[300:]
+    assert on_path[0, 0] > 0.99 and on_path[-1, 1] > 0.99 and (on_path[:, 2] < 1e-6).all()
+    assert np.all(np.diff(on_path[:, 0]) <= 1e-9)  # blob 1 fades out along the way to blob 2
+    assert cluster(x, 3, method="kmeans").probabilities is None
+
+
+def test_agglomerative_above_the_limit_fits_a_subsample_and_assigns_the_rest(monkeypatch):
+    x, truth = blobs(3)
+    monkeypatch.setattr(clustering, "AGGLOMERATIVE_MAX_POINTS", 60)
+    c = cluster(x, 3, method="agglomerative", seed=1)
+    np.testing.assert_array_equal(c.labels, truth)  # every point, not only the 60 fitted
+    np.testing.assert_allclose(c.centers, [x[truth == j].mean(0) for j in range(3)], atol=1e-9)
+    np.testing.assert_array_equal(cluster(x, 3, method="agglomerative", seed=1).labels, c.labels)
+
+
+def test_cluster_user_errors():
+    x, _ = blobs()
+    with pytest.raises(CryovaeError, match="--method must be one of kmeans, gmm, agglomerative, got 'dbscan'"):
+        cluster(x, 3, method="dbscan")
+    for method in METHODS:
+        with pytest.raises(CryovaeError, match=r"--k must be between 1 and the number of distinct latents \(2\)"):
+            cluster(np.repeat([[0.0, 1.0], [2.0, 3.0]], 10, 0), 3, method=method)
+    bad = x.copy()
+    bad[7, 1] = np.nan
+    with pytest.raises(CryovaeError, match="1 non-finite rows"):
+        cluster(bad, 3)
 
 
 def test_split_by_cluster_is_a_partition():

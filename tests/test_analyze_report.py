@@ -11,7 +11,7 @@ import pytest
 import starfile
 from PIL import Image
 
-from cryovae.analysis.embedding import fit_pca, latent_view
+from cryovae.analysis.embedding import fit_pca, latent_view, umap_available
 from cryovae.analysis.report import AnalyzeConfig, analyze_run, example_indices
 
 BOX = 16
@@ -89,6 +89,8 @@ def test_analyze_run_stand_in(tmp_path, zdim):
     expected = {"poses.png", "learning_curve.png", "examples.png"}
     if zdim:
         expected |= {"latent.png", "latent_rlnDefocusU.png", "clusters.png", "cluster_centers.png", "traversal.png"}
+        if umap_available():  # the optional extra cryovae[umap]
+            expected.add("latent_umap.png")
     assert set(pngs) == expected
     for name in pngs:
         with Image.open(out / name) as im:

@@ -1,4 +1,5 @@
-"""Low-dimensional views of the content latents: PCA (always) and UMAP (when installed)."""
+"""Low-dimensional views of the content latents: PCA (scikit-learn's, always) and UMAP (when
+umap-learn is installed)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,10 @@ class PCA:
 
 
 def fit_pca(x: np.ndarray, n_components: int | None = None) -> PCA:
-    """Principal components of ``x`` (n, d) by SVD.
+    """Principal components of ``x`` (n, d), fitted by scikit-learn's PCA (full SVD).
+
+    Each component's largest loading is made positive, so the basis is the same for the same
+    cloud moved or mirrored, and between scikit-learn versions.
 
     Parameters
     ----------
@@ -51,13 +55,19 @@ def fit_pca(x: np.ndarray, n_components: int | None = None) -> PCA:
         raise ValueError(f"fit_pca needs an (n, d) array with n >= 1, got shape {x.shape}")
     k = min(x.shape) if n_components is None else min(int(n_components), *x.shape)
     mean = x.mean(axis=0)
-    _, s, vt = np.linalg.svd(x - mean, full_matrices=False)
-    comps = vt[:k]
+    total = float(x.var(axis=0, ddof=1).sum()) if len(x) > 1 else 0.0
+    if k < 1 or not total > 0:  # no spread to fit (one point, or all equal): the first k axes
+        zeros = np.zeros(k)
+        return PCA(mean=mean, components=np.eye(x.shape[1])[:k], explained_variance=zeros,
+                   explained_ratio=zeros.copy())
+    from sklearn.decomposition import PCA as SkPCA
+
+    fitted = SkPCA(n_components=k, svd_solver="full").fit(x)
+    comps = np.asarray(fitted.components_, np.float64)
     sign = np.sign(comps[np.arange(k), np.argmax(np.abs(comps), axis=1)])
     comps = comps * np.where(sign == 0, 1.0, sign)[:, None]
-    var = s[:k] ** 2 / max(len(x) - 1, 1)
-    total = (s ** 2).sum() / max(len(x) - 1, 1)
-    ratio = var / total if total > 0 else np.zeros_like(var)
+    var = np.asarray(fitted.explained_variance_, np.float64)
+    ratio = var / total
     return PCA(mean=mean, components=comps, explained_variance=var, explained_ratio=ratio)
 
 

@@ -172,9 +172,10 @@ def latent_colored(coords: np.ndarray, names: Sequence[str], values: np.ndarray,
 
 
 def cluster_plot(coords: np.ndarray, names: Sequence[str], labels: np.ndarray,
-                 centers: np.ndarray) -> Figure:
+                 centers: np.ndarray, method: str = "k-means") -> Figure:
     """Particles coloured by cluster: stacked histograms for 1-D ``coords`` (n, 1), a scatter
-    for (n, 2); ``centers`` (k, 1 or 2) in the same coordinates, numbered from 1."""
+    for (n, 2); ``centers`` (k, 1 or 2) in the same coordinates, numbered from 1; ``method``
+    names the clustering in the title."""
     coords = np.asarray(coords)
     labels = np.asarray(labels)
     k = len(centers)
@@ -196,7 +197,7 @@ def cluster_plot(coords: np.ndarray, names: Sequence[str], labels: np.ndarray,
         ax.set_xlabel(names[0])
         ax.set_ylabel(names[1])
     ax.legend(title="cluster: particles", fontsize=7, title_fontsize=7, frameon=False, markerscale=3)
-    ax.set_title(f"k-means, k={k}")
+    ax.set_title(f"{method}, k={k}")
     return fig
 
 

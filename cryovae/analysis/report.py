@@ -4,7 +4,8 @@
 
 * ``latent.png`` — histogram (zdim 1), hexbin (zdim 2) or PCA hexbin (more) of the posterior means;
   ``latent_<COLUMN>.png`` coloured by a star column; ``latent_umap.png`` when umap-learn is installed;
-* ``clusters.png``, ``cluster_centers.png`` (each k-means centre decoded at theta = 0, t = 0),
+* ``clusters.png``, ``cluster_centers.png`` (each cluster centre decoded at theta = 0, t = 0; the
+  clusters by k-means, a Gaussian mixture or Ward agglomerative clustering, ``--method``),
   ``cluster_01.star`` … (rows of RUNDIR/particles.star, every column and the optics block kept),
   ``clusters.csv`` (particle number, cluster, latents);
 * ``traversal.png`` (the default traversal, see :mod:`cryovae.analysis.traverse`);
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cryovae.analysis.clustering import Clusters, kmeans, split_by_cluster
+from cryovae.analysis.clustering import METHOD_LABELS, Clusters, cluster, split_by_cluster
 from cryovae.analysis.embedding import fit_pca, latent_view, umap_embedding
 from cryovae.analysis.traverse import decode_frames, default_traversal
 from cryovae.errors import CryovaeError, InputFileError
@@ -39,16 +40,19 @@ class AnalyzeConfig:
 
     Attributes
     ----------
-    k : number of k-means clusters of the posterior means.
+    k : number of clusters of the posterior means.
+    method : how they are clustered: ``kmeans``, ``gmm`` or ``agglomerative``
+        (:func:`cryovae.analysis.clustering.cluster`).
     color_by : a column of RUNDIR/particles.star (particles or optics block, without the leading
         underscore) to colour the latent space by, or None.
-    seed : seed of k-means, the example choice and UMAP.
+    seed : seed of the clustering, the example choice and UMAP.
     n_examples : particles in the example sheet.
     steps : frames per axis of the traversal picture.
     umap : also draw a UMAP embedding when zdim > 2 and umap-learn is installed.
     """
 
     k: int = 4
+    method: str = "kmeans"
     color_by: str | None = None
     seed: int = 0
     n_examples: int = 8
@@ -208,8 +212,9 @@ def _latent_sections(run, outdir: Path, cfg: AnalyzeConfig, report: Report, z: n
     n, zdim = z.shape
     view = latent_view(z)
     coords = view.project(z)
-    log.info("k-means with k=%d on %d particles", cfg.k, n)
-    clusters = kmeans(z, cfg.k, seed=cfg.seed)
+    label = METHOD_LABELS.get(cfg.method, cfg.method)
+    log.info("%s clustering with k=%d on %d particles", label, cfg.k, n)
+    clusters = cluster(z, cfg.k, method=cfg.method, seed=cfg.seed)
     centers_view = view.project(clusters.centers)
     if zdim == 1:
         pics = [_save(plots.latent_histogram(z[:, 0], "z1", clusters.centers[:, 0]), outdir, "latent.png")]
@@ -225,24 +230,26 @@ def _latent_sections(run, outdir: Path, cfg: AnalyzeConfig, report: Report, z: n
             pics.append(_save(plots.latent_density(emb, ["UMAP 1", "UMAP 2"], "UMAP"), outdir, "latent_umap.png"))
     report.add("Latent space", pics, "Posterior means of the content latents"
                + (", projected on their first two principal components" if view.pca is not None else "")
-               + "; crosses / lines mark the k-means centres.")
+               + f"; crosses / lines mark the {label} centres.")
 
     frames = np.asarray(run.decode(clusters.centers.astype(np.float32)), np.float32)
     sizes = clusters.sizes()
     titles = [f"cluster {j + 1}\n{sizes[j]} particles" for j in range(clusters.k)]
     ncols = min(clusters.k, 8)
-    pics = [_save(plots.cluster_plot(coords, view.names, clusters.labels, centers_view), outdir, "clusters.png"),
+    pics = [_save(plots.cluster_plot(coords, view.names, clusters.labels, centers_view, label), outdir,
+                  "clusters.png"),
             _save(plots.image_grid(frames, (-(-clusters.k // ncols), ncols), titles=titles,
-                                   suptitle="k-means centres decoded (pose-free)"), outdir, "cluster_centers.png")]
+                                   suptitle=f"{label} centres decoded (pose-free)"),
+                  outdir, "cluster_centers.png")]
     stars = write_cluster_stars(outdir, star.blocks, star.data_block, clusters)
     table = pd.DataFrame({"particle": np.arange(1, n + 1), "cluster": clusters.labels + 1})
     for d in range(zdim):
         table[f"z{d + 1}"] = z[:, d]
     write_text(table.to_csv(index=False, float_format="%.6g"), outdir / "clusters.csv")
-    report.add(f"k-means clusters (k = {clusters.k})", pics,
+    report.add(f"{label} clusters (k = {clusters.k})", pics,
                "One star file per cluster (rows of particles.star with all columns and the optics "
                "block), ready to import into RELION or cryoSPARC.", [p.name for p in stars] + ["clusters.csv"])
-    report.summary["clusters"] = {"k": clusters.k, "sizes": [int(s) for s in sizes],
+    report.summary["clusters"] = {"method": clusters.method, "k": clusters.k, "sizes": [int(s) for s in sizes],
                                   "inertia": clusters.inertia, "centers": np.round(clusters.centers, 6).tolist()}
 
     traversal = default_traversal(z, cfg.steps)
