@@ -12,25 +12,14 @@ pytest.importorskip("napari")
 
 from click.testing import CliRunner  # noqa: E402
 from matplotlib.backend_bases import MouseEvent  # noqa: E402
+from test_napari_explorer import WAIT_MS, _explorer  # noqa: E402
 
 from cryovae.cli.main import cli  # noqa: E402
 from cryovae.geometry import apply_relion_alignment  # noqa: E402
-from napari_plugin.explorer_widget import SELECTION_AVERAGE, SELECTION_MEAN, LatentExplorer  # noqa: E402
+from napari_plugin.explorer_widget import SELECTION_AVERAGE, SELECTION_MEAN  # noqa: E402
 from napari_plugin.sample_data import sample_run_paths  # noqa: E402
 
 pytestmark = pytest.mark.napari
-WAIT_MS = 60_000
-
-
-def _explorer(make_napari_viewer, qtbot, zdim):
-    viewer = make_napari_viewer()
-    _dock, widget = viewer.window.add_plugin_dock_widget("cryovae", "Latent explorer")
-    assert isinstance(widget, LatentExplorer)
-    rundir, star = sample_run_paths(zdim)
-    with qtbot.waitSignal(widget.run_loaded, timeout=WAIT_MS):
-        widget.load_run(rundir, star)
-    qtbot.waitUntil(lambda: not widget.busy(), timeout=WAIT_MS)
-    return viewer, widget
 
 
 def _drag(plot, points):
