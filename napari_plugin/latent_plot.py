@@ -102,7 +102,7 @@ class LatentPlot(QWidget):
         self._style()
         n = len(view.coords)
         if view.ndim == 1:
-            ax.hist(view.coords[:, 0], bins=max(10, min(60, n // 10)), color=POINTS, alpha=0.85)
+            _, self._bins, _ = ax.hist(view.coords[:, 0], bins=max(10, min(60, n // 10)), color=POINTS, alpha=0.85)
             ax.set_xlabel(view.names[0])
             ax.set_ylabel("particles")
             self._current = ax.axvline(np.nan, color=CURRENT, lw=2)
@@ -134,9 +134,7 @@ class LatentPlot(QWidget):
         if mask is not None and np.any(mask):
             coords = self.view.coords[np.asarray(mask, bool)]
             if self.view.ndim == 1:
-                n = len(self.view.coords)
-                bins = np.histogram_bin_edges(self.view.coords[:, 0], bins=max(10, min(60, n // 10)))
-                *_, patches = self.ax.hist(coords[:, 0], bins=bins, color=SELECTED, alpha=0.9)
+                *_, patches = self.ax.hist(coords[:, 0], bins=self._bins, color=SELECTED, alpha=0.9)
                 self._selection_artist = list(patches)
             else:
                 self._selection_artist = self.ax.scatter(coords[:, 0], coords[:, 1], s=self._size * 1.6,

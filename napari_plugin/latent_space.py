@@ -307,8 +307,7 @@ def region_mask(view: LatentView, vertices: np.ndarray) -> np.ndarray:
     """(n,) bool: the particles of ``view`` inside a region drawn on the plot.
 
     vertices : (m, 2) plot coordinates of a box's corners or a lasso's path. On a 1-D view
-        (histogram) the region is the interval of x it spans; on a 2-D view the polygon
-        (points on its edge count as inside).
+        (histogram) the region is the interval of x it spans; on a 2-D view the polygon.
     """
     vertices = np.asarray(vertices, np.float64).reshape(-1, 2)
     if view.ndim == 1:
@@ -317,8 +316,7 @@ def region_mask(view: LatentView, vertices: np.ndarray) -> np.ndarray:
         return (x >= lo) & (x <= hi)
     if len(vertices) < 3:
         return np.zeros(len(view.coords), bool)
-    span = np.ptp(view.coords, axis=0).max() if len(view.coords) else 1.0
-    return PolygonPath(vertices).contains_points(view.coords, radius=1e-9 * max(span, 1e-12))
+    return PolygonPath(vertices).contains_points(view.coords)
 
 
 @dataclass(frozen=True)

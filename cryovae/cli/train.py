@@ -174,9 +174,6 @@ def build_command() -> click.Command:
         click.option("--absolute-paths", is_flag=True, default=None,
                      help="Write absolute stack paths in particles.star's rlnImageName."),
     )(func)
-    for p in func.__click_params__:
-        if not hasattr(p, "help_group"):
-            p.help_group = IO  # the reading options
     command = click.command("train", cls=GroupedCommand, help=_HELP)(func)
     # the model options follow the others in --help
     command.params.extend(_model_options())

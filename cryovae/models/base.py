@@ -236,13 +236,18 @@ class PoseVAE(nn.Module, abc.ABC):
             mean = apply_ctf(mean, ctf)
         return mean, (self.log_sigma if log_sigma is None else log_sigma)
 
+    def log_likelihood(self, y: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor,
+                       ctf: torch.Tensor | None = None) -> torch.Tensor:
+        """``log p(y | z, theta, c)`` per particle (B,), nats; ``center_px`` in the centred
+        template's frame (as :meth:`infer` reports)."""
+        mean, log_sigma = self.decode(z if self.zdim else None, theta, center_px, ctf)
+        return gaussian_log_likelihood(y.float(), mean.float(), log_sigma.float())
+
     def reconstruction(self, y: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor,
                        ctf: torch.Tensor | None) -> torch.Tensor:
-        """``log p(y | z, theta, c)`` per particle (B,), nats; ``center_px`` in the encoder's
-        (un-centred) frame, as encoders read it."""
-        mean, log_sigma = self.decode(z if self.zdim else None, theta,
-                                      self.generator.centred_pose(theta, center_px), ctf)
-        return gaussian_log_likelihood(y.float(), mean.float(), log_sigma.float())
+        """:meth:`log_likelihood` with ``center_px`` in the encoder's (un-centred) frame, as
+        encoders read it."""
+        return self.log_likelihood(y, z, theta, self.generator.centred_pose(theta, center_px), ctf)
 
     @abc.abstractmethod
     def forward(self, y: torch.Tensor, ctf: torch.Tensor | None = None, *, sample: bool = True,
@@ -272,7 +277,6 @@ class PoseVAE(nn.Module, abc.ABC):
         center_px : (B, 2) model pixels, centred-template frame (as :meth:`infer` reports).
         ctf : (B, box, box//2+1) or None.
         """
-        mean, log_sigma = self.decode(z if self.zdim else None, theta, center_px, ctf)
-        ll = gaussian_log_likelihood(y.float(), mean.float(), log_sigma.float())
+        ll = self.log_likelihood(y, z, theta, center_px, ctf)
         s_t = float(self.cfg.translation_prior_px)
         return ll + self.prior.log_density(z) - 0.5 * (center_px.float() ** 2).sum(1) / s_t**2

@@ -95,6 +95,13 @@ LEGACY_MODEL_KEYS = frozenset({
     "fourier_scale", "gen_activation", "noise"})
 
 
+def drop_legacy_keys(kind: str, values: dict) -> dict:
+    """``values`` (a cryovae 0.1 model section, ``kind`` removed) without the keys of the other
+    model: those of :data:`LEGACY_MODEL_KEYS` that ``kind``'s config does not have."""
+    names = model_class(kind).config_class.field_names()
+    return {k: v for k, v in values.items() if k in names or k not in LEGACY_MODEL_KEYS}
+
+
 def config_from_dict(d: dict, legacy: bool = False) -> ModelConfig:
     """Inverse of :meth:`ModelConfig.to_dict`: ``d["kind"]`` picks the class, lists become tuples,
     an unknown key is an error. ``legacy``: ``d`` is a cryovae 0.1 model section, whose keys of
@@ -104,10 +111,9 @@ def config_from_dict(d: dict, legacy: bool = False) -> ModelConfig:
     if kind is None:
         raise CryovaeError("model config has no kind")
     cls = model_class(kind).config_class
-    names = cls.field_names()
     if legacy:
-        d = {k: v for k, v in d.items() if k in names or k not in LEGACY_MODEL_KEYS}
-    unknown = set(d) - names
+        d = drop_legacy_keys(kind, d)
+    unknown = set(d) - cls.field_names()
     if unknown:
         raise CryovaeError(f"model config has unknown keys: {', '.join(sorted(unknown))}")
     return cls(**_tuples(cls, d))

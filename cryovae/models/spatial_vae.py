@@ -10,7 +10,15 @@ from typing import ClassVar
 import torch
 
 from cryovae.errors import CryovaeError
-from cryovae.models.base import Encoding, LossTerms, ModelConfig, PoseVAE, option, wrap_angle
+from cryovae.models.base import (
+    ACTIVATIONS,
+    Encoding,
+    LossTerms,
+    ModelConfig,
+    PoseVAE,
+    option,
+    wrap_angle,
+)
 from cryovae.models.distributions import kl_normal, kl_theta_uniform, randn_like
 from cryovae.models.mlp_encoder import MLPEncoder, SpatialPosterior
 from cryovae.models.transforms import rotate_images
@@ -35,7 +43,7 @@ class SpatialConfig(ModelConfig):
     fourier_features: int = field(default=0, metadata=option(
         "--fourier-features", "Fourier features of the coordinate (0 = raw coordinates)."))
     gen_activation: str = field(default="tanh", metadata=option(
-        "--activation", "Generator activation.", choices=("relu", "leaky_relu", "tanh")))
+        "--activation", "Generator activation.", choices=ACTIVATIONS))
     enc_hidden: tuple[int, ...] = field(default=(500, 500), metadata=option(
         "--enc-hidden", "Encoder widths, comma-separated, e.g. 500,500."))
     translation: bool = field(default=True, metadata=option(

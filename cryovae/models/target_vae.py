@@ -144,8 +144,7 @@ class TargetVAE(PoseVAE):
 
     def encode(self, images: torch.Tensor) -> GroupPosterior:
         """(B, box, box) -> posterior over all (r, t) cells."""
-        post = self.encoder(images)
-        return post
+        return self.encoder(images)
 
     def z_params(self, post: GroupPosterior) -> tuple[torch.Tensor, torch.Tensor]:
         """The z posterior parameters of every cell, each (B, zdim, N, H, W)."""

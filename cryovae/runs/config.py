@@ -127,10 +127,9 @@ def _run_config_from_dict(d) -> RunConfig:
         raise CryovaeError(f"model.kind is {kind!r}, expected a string")
     config_cls = model_class(kind).config_class
     if fmt == 1:  # cryovae 0.1: one config for every model; the other model's keys are dropped
-        from cryovae.models.registry import LEGACY_MODEL_KEYS
+        from cryovae.models.registry import drop_legacy_keys
 
-        names = config_cls.field_names()
-        model_values = {k: v for k, v in model_values.items() if k in names or k not in LEGACY_MODEL_KEYS}
+        model_values = drop_legacy_keys(kind, model_values)
     model = config_from_dict({"kind": kind, **_typed("model", config_cls, model_values)})
     train = TrainConfig.from_dict(_typed("train", TrainConfig, d["train"]))
     preprocess = _typed("preprocess", PreprocessConfig, dict(d.get("preprocess") or {}))
