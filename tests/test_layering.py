@@ -29,7 +29,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = {
     "": 0, "errors": 0,
-    "geometry": 1, "device": 1,
+    "geometry": 1, "device": 1, "distributed": 1,
     "io": 2,
     "data": 3, "simulate": 3,
     "models": 4,

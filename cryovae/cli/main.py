@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import logging
+import os
 import signal
 import sys
 import threading
@@ -97,8 +98,18 @@ def _terminate_as_interrupt():
 def _fail(ctx: click.Context, message: str, code: int) -> None:
     """``cryovae <cmd>: error: <message>`` on stderr, exit ``code`` (2: bad input, 130: Ctrl-C)."""
     sub = ctx.invoked_subcommand or "cryovae"
-    click.echo(f"cryovae {sub}: error: {message}", err=True)
+    rank = _rank()
+    where = f" (process {rank} of torchrun's {os.environ.get('WORLD_SIZE')})" if rank else ""
+    click.echo(f"cryovae {sub}: error{where}: {message}", err=True)
     sys.exit(code)
+
+
+def _rank() -> int:
+    """This process's rank when started by torchrun (0 otherwise)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
 
 
 def _available(module_name: str) -> bool:
@@ -114,6 +125,8 @@ def cli(verbose: int) -> None:
     Example: cryovae train particles.star --group p8 --zdim 1 -o run1
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    if _rank():  # the other processes of a torchrun run: rank 0 speaks for all
+        level = logging.ERROR
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.getLogger("cryovae").setLevel(min(level, logging.INFO))
 

@@ -28,7 +28,7 @@ TRAINING = "Training"
 MODEL = "Model (every model)"
 
 #: options ``train --resume`` takes from the command line; every other one is the run's (config.yaml)
-RESUME_OPTIONS = ("resume", "outdir", "epochs", "device", "absolute_paths", "particles")
+RESUME_OPTIONS = ("resume", "outdir", "epochs", "device", "absolute_paths", "particles", "workers", "lazy")
 #: --flag -> TrainConfig field, with help; the defaults are TrainConfig's
 TRAIN_OPTIONS = (
     ("--epochs", "epochs", int, "Maximum epochs."),
@@ -152,6 +152,11 @@ def build_command() -> click.Command:
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--rotate-encoder/--no-rotate-encoder", default=None,
                      help="Random rotation augmentation of the encoder input  [on for spatial]."),
+        click.option("--workers", type=int, default=0, show_default=True,
+                     help="Reader processes that prefetch batches (per training process)."),
+        click.option("--lazy/--in-memory", default=None,
+                     help="Read the preprocessed particles from disk batch by batch, or hold them in memory  "
+                          "[default: from disk when larger than 1 GiB]."),
     )(func)
     func = _grouped(
         MODEL,
@@ -188,6 +193,7 @@ particles.star (RELION psi / origin in Å and cryovaeZ1..n) into OUTDIR.
 
 
 def _train(ctx: click.Context, p: dict) -> None:
+    from cryovae.data import LoaderConfig
     from cryovae.models import model_class, model_config, paper_config
     from cryovae.runs import TrainConfig
     from cryovae.workflows import train_run
@@ -199,6 +205,8 @@ def _train(ctx: click.Context, p: dict) -> None:
             raise CryovaeError(f"--resume {resume} and -o {outdir} name different runs")
         outdir = resume
     resume = resume is not None
+    loader = LoaderConfig(workers=p["workers"], lazy=p["lazy"])
+    loader.validate()
     if outdir is None and resume:
         raise CryovaeError("-o RUNDIR is required with --resume (the run to continue)")
     if particles is None and not resume:
@@ -208,8 +216,8 @@ def _train(ctx: click.Context, p: dict) -> None:
     if resume:
         _refuse_options_a_resume_ignores(ctx)
         train_run(particles or "", outdir, None, None, device=p["device"], resume=True, epochs=p["epochs"],
-                  command_line=command_line, absolute_paths=p["absolute_paths"])
-        click.echo(f"{outdir}/particles.star")
+                  command_line=command_line, absolute_paths=p["absolute_paths"], loader=loader)
+        _done(outdir)
         return
     cls = model_class(p["kind"])
     _refuse_options_of_other_models(ctx, cls)
@@ -221,8 +229,17 @@ def _train(ctx: click.Context, p: dict) -> None:
     train_cfg = TrainConfig(**train, rotate_encoder=rotate)
     train_run(particles, outdir, model_cfg, train_cfg, preprocess={"invert": p["invert"]}, device=p["device"],
               datadir=p["datadir"], apix=p["apix"], skip_bad=p["skip_bad"], command_line=command_line,
-              auto_box=p["box"] is None, absolute_paths=bool(p["absolute_paths"]))
-    click.echo(f"{outdir}/particles.star")
+              auto_box=p["box"] is None, absolute_paths=bool(p["absolute_paths"]), loader=loader)
+    _done(outdir)
+
+
+def _done(outdir: str) -> None:
+    """Print the star written (once: by rank 0 of a torchrun run)."""
+    from cryovae.distributed import leave_world, world_from_env
+
+    if world_from_env().is_main:
+        click.echo(f"{outdir}/particles.star")
+    leave_world()
 
 
 command = build_command()

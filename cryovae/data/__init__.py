@@ -1,7 +1,13 @@
 """cryovae.data: preprocessing of particle images (Fourier crop, invert, normalise, mask), and
 the preprocessed particles as a dataset with a seeded sampler."""
 
-from cryovae.data.dataset import ParticleDataset, SeededSampler, epoch_seed
+from cryovae.data.dataset import (
+    LoaderConfig,
+    ParticleDataset,
+    SeededSampler,
+    batch_loader,
+    epoch_seed,
+)
 from cryovae.data.fourier import check_crop_box, cropped_pixel_size, fourier_crop
 from cryovae.data.preprocess import (
     NORMALIZE_MODES,
@@ -12,13 +18,21 @@ from cryovae.data.preprocess import (
     preprocess_images,
     soft_circular_mask,
 )
-from cryovae.data.stack_files import PreprocessResult, preprocess_particle_file, preprocess_stack
+from cryovae.data.stack_files import (
+    PreprocessResult,
+    preprocess_chunks,
+    preprocess_particle_file,
+    preprocess_stack,
+)
 
 __all__ = [
     "NORMALIZE_MODES",
+    "LoaderConfig",
     "ParticleDataset",
     "SeededSampler",
+    "batch_loader",
     "epoch_seed",
+    "preprocess_chunks",
     "preprocess_stack",
     "ConstantImages",
     "PreprocessConfig",

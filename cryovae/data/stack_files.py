@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,21 +35,30 @@ class PreprocessResult:
     pixel_size: float
 
 
-def preprocess_stack(stack: ParticleStack, preprocess: dict | PreprocessConfig, batch_size: int = 1024,
-                     progress: bool = True) -> np.ndarray:
-    """All particles of ``stack`` through :func:`cryovae.data.preprocess_images`, in chunks.
-
-    Returns (n, box, box) float32 with ``box = preprocess["box"]``. Constant images: all of them
-    is an error, a few one warning (:class:`cryovae.data.ConstantImages`).
+def preprocess_chunks(stack: ParticleStack, preprocess: dict | PreprocessConfig, batch_size: int = 1024,
+                      progress: bool = True) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Every particle of ``stack`` through :func:`cryovae.data.preprocess_images`, chunk by chunk,
+    in file order: yields ``(idx (b,), images (b, box, box) float32)`` with ``box =
+    preprocess["box"]``; only one chunk is in memory at a time. Constant images: all of them is an
+    error (raised after the last chunk), a few one warning (:class:`cryovae.data.ConstantImages`).
     """
     pcfg = preprocess if isinstance(preprocess, PreprocessConfig) else PreprocessConfig(**preprocess)
-    out = np.empty((len(stack), pcfg.box, pcfg.box), np.float32)
     constant = ConstantImages(str(stack.path), stack.rows)
     for idx, images in tqdm(stack.chunks(batch_size), desc="preprocessing", disable=not progress,
                             total=-(-len(stack) // batch_size)):
         constant.add(idx, images)
-        out[idx] = preprocess_images(np.asarray(images, np.float32), pcfg)
+        yield idx, preprocess_images(np.asarray(images, np.float32), pcfg)
     constant.check()
+
+
+def preprocess_stack(stack: ParticleStack, preprocess: dict | PreprocessConfig, batch_size: int = 1024,
+                     progress: bool = True) -> np.ndarray:
+    """All particles of ``stack`` preprocessed (:func:`preprocess_chunks`), as one (n, box, box)
+    float32 array in memory."""
+    pcfg = preprocess if isinstance(preprocess, PreprocessConfig) else PreprocessConfig(**preprocess)
+    out = np.empty((len(stack), pcfg.box, pcfg.box), np.float32)
+    for idx, images in preprocess_chunks(stack, pcfg, batch_size, progress):
+        out[idx] = images
     return out
 
 

@@ -8,6 +8,7 @@ Read any particle file (RELION 3.0/3.1+ star, cryoSPARC .cs, bare .mrcs/.mrc) wi
 
 from cryovae.io.atomic import atomic_path, refuse_overwrite_input
 from cryovae.io.cryosparc_write import write_particles_cs
+from cryovae.io.npy_rows import NpyRows, row_range, write_npy_rows
 from cryovae.io.particles import (
     ParticleStack,
     read_particles,
@@ -21,6 +22,7 @@ from cryovae.io.summary import summarize, summary_lines
 from cryovae.io.writers import open_stack_for_writing, write_stack, write_star
 
 __all__ = [
+    "NpyRows",
     "ParticleStack",
     "atomic_path",
     "open_stack_for_writing",
@@ -31,9 +33,11 @@ __all__ = [
     "refuse_overwrite_input",
     "relion31_blocks",
     "resolve_stack",
+    "row_range",
     "summarize",
     "summary_lines",
     "write_particles_cs",
+    "write_npy_rows",
     "write_particles_star",
     "write_stack",
     "write_star",

@@ -10,6 +10,7 @@ raise :class:`~cryovae.errors.InputFileError` naming the file.
 from __future__ import annotations
 
 import logging
+import mmap
 import threading
 import warnings
 from collections import OrderedDict
@@ -199,6 +200,24 @@ def read_header(path: str | Path) -> StackHeader:
         mrc.close()
 
 
+def release_pages(arr: np.ndarray) -> None:
+    """Drop the pages of a read-only memory map from this process's resident memory.
+
+    The pixels were copied out already; the kernel keeps them in its page cache, so a later read
+    is still served from memory, but streaming through a stack larger than RAM no longer makes the
+    process's RSS grow with the stack. A no-op for arrays that are not memory-mapped.
+    """
+    base = arr
+    while base is not None and getattr(base, "_mmap", None) is None:
+        base = getattr(base, "base", None)
+    mm = getattr(base, "_mmap", None)
+    if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mm.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):  # a closed map, or a kernel without madvise
+            pass
+
+
 class MrcCache:
     """A small least-recently-used set of open memory-mapped stacks.
 
@@ -243,9 +262,10 @@ class MrcCache:
         with self._lock:  # no other thread may close this file while it is read
             arr = self._array(path)
             try:
-                block = np.asarray(arr[index[order]], dtype=np.float32)
+                block = np.asarray(arr[index[order]], dtype=np.float32)  # a copy (fancy index)
             except (OSError, ValueError) as exc:
                 raise InputFileError(f"{path}: cannot read images ({_first_line(exc)})") from None
+            release_pages(arr)
         out = np.empty_like(block)
         out[order] = block
         return out

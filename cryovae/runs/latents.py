@@ -72,6 +72,21 @@ class Latents:
                        prob=None if self.prob is None else self.prob[idx],
                        extras={k: np.asarray(v)[idx] for k, v in self.extras.items()})
 
+    @classmethod
+    def concatenate(cls, parts: list[Latents]) -> Latents:
+        """The latents of ``parts`` one after the other (chunks of a stack, or the shards of a
+        distributed run in rank order)."""
+        if not parts:
+            raise ValueError("no latents to concatenate")
+
+        def cat(name):
+            return np.concatenate([getattr(p, name) for p in parts])
+
+        return cls(z_mean=cat("z_mean"), z_std=cat("z_std"), theta=cat("theta"), center_px=cat("center_px"),
+                   psi_deg=cat("psi_deg"), origin_A=cat("origin_A"),
+                   prob=None if parts[0].prob is None else cat("prob"),
+                   extras={k: np.concatenate([np.asarray(p.extras[k]) for p in parts]) for k in parts[0].extras})
+
     def save(self, path: Path) -> None:
         """Write latents.npz atomically (``prob`` omitted when None)."""
         path = Path(path)

@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: bump when preprocess_images changes what it makes from the same input and options
 IMAGES_CACHE_FORMAT = 1
+#: a preprocessed stack larger than this (bytes) is read from disk as needed, not held in memory
+IN_MEMORY_LIMIT = 2**30
 #: temporaries of cryovae's atomic writers (cryovae.io.atomic) left by a killed run
 _TEMPORARY_PATTERNS = ("*.tmp", "*.tmp.plain")
 
@@ -177,28 +179,46 @@ class RunDir:
         return self.latents_file
 
     # -- the image cache ----------------------------------------------------------------------
-    def cached_images(self, stack, preprocess: dict, progress: bool = True) -> np.ndarray:
+    def cached_images(self, stack, preprocess: dict, progress: bool = True, lazy: bool | None = None,
+                      write: bool = True):
         """RUNDIR/images.npy when its images.json matches ``stack`` and ``preprocess``
-        (:func:`images_cache_key`), else preprocess again (logged) and write both (atomic)."""
-        from cryovae.data import preprocess_stack
+        (:func:`images_cache_key`), else preprocess again (logged) and write both (atomic; the
+        stack is streamed through in chunks, never held whole).
+
+        lazy : return the images as rows read from disk on demand (:class:`cryovae.io.NpyRows`)
+            instead of an array in memory; None: on disk when the cache is larger than
+            :data:`IN_MEMORY_LIMIT` bytes.
+        write : False for the processes of a distributed run that are not rank 0: they only
+            read the cache rank 0 wrote, and a missing or stale one is an error.
+        """
+        from cryovae.data import preprocess_chunks
+        from cryovae.io.npy_rows import NpyRows, write_npy_rows
         from cryovae.io.writers import check_free_space
 
         box = int(preprocess["box"])
         key = images_cache_key(stack, preprocess)
         why = self._cache_mismatch(key, box, len(stack))
+        if why is not None and not write:
+            raise CryovaeError(f"{self.images}: not usable by this process ({why})")
         if why is None:
             log.info("using preprocessed images from %s", self.images)
-            return np.load(self.images)
-        if why != "absent":
-            log.warning("%s; preprocessing again", why)
-        self.images_key.unlink(missing_ok=True)
-        check_free_space(self.images, 4 * len(stack) * box * box + 4096)
-        arr = preprocess_stack(stack, preprocess, progress=progress)
-        with atomic_path(self.images) as tmp, open(tmp, "wb") as fh:
-            np.save(fh, arr)
-        with atomic_path(self.images_key) as tmp:
-            tmp.write_text(json.dumps(key, indent=1), encoding="utf-8")
-        return arr
+        else:
+            if why != "absent":
+                log.warning("%s; preprocessing again", why)
+            self.images_key.unlink(missing_ok=True)
+            check_free_space(self.images, 4 * len(stack) * box * box + 4096)
+            with write_npy_rows(self.images, (len(stack), box, box), np.float32) as out:
+                for _, chunk in preprocess_chunks(stack, preprocess, progress=progress):
+                    out.write(chunk)
+            with atomic_path(self.images_key) as tmp:
+                tmp.write_text(json.dumps(key, indent=1), encoding="utf-8")
+        rows = NpyRows(self.images)
+        if lazy is None:
+            lazy = rows.nbytes > IN_MEMORY_LIMIT
+        if lazy:
+            log.info("reading the %.3g GB of preprocessed images from %s as needed", rows.nbytes / 1e9, self.images)
+            return rows
+        return rows[:]
 
     def _cache_mismatch(self, key: dict, box: int, n: int) -> str | None:
         """Why RUNDIR/images.npy cannot be reused for ``key`` (None: it can)."""

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from cryovae.data import ParticleDataset, SeededSampler, epoch_seed
+from cryovae.data import ParticleDataset, SeededSampler, batch_loader, epoch_seed
+from cryovae.distributed import World
 from cryovae.errors import CryovaeError, DamagedFileError, NonFiniteError
 from cryovae.models import (
     CTF_COLUMNS,
@@ -40,6 +41,9 @@ from cryovae.models import (
 from cryovae.runs import RunDir, TrainConfig, load_model_state, model_state
 
 log = logging.getLogger(__name__)
+
+#: one process (no torchrun)
+SINGLE = World()
 
 #: what a checkpoint.pt must hold to be resumed
 RESUME_KEYS = ("model", "optimizer", "scheduler", "epoch", "history", "best_elbo", "best_epoch", "bad_epochs",
@@ -98,30 +102,72 @@ def _batch_ctf(ctf_params: torch.Tensor | None, model_cfg: ModelConfig, device) 
     return compute_ctf(ctf_params.to(device), model_cfg.box, model_cfg.pixel_size)
 
 
+#: the sample streams of rank r > 0 are offset by r times this (rank 0's are those of one process)
+RANK_STREAMS = 1000
+
+
+def epoch_batches(sampler: SeededSampler, batch_size: int, world: World,
+                  train: bool) -> tuple[list[np.ndarray], list[int]]:
+    """This process's index batches of the sampler's epoch order, and the size of each step
+    (the particles of every process together).
+
+    One process: the order cut into batches of ``batch_size``. ``world.size`` processes: each step
+    takes ``world.size * batch_size`` particles of the same order (so the particles of a step are
+    those of one process with the larger batch) and this rank takes its part of each
+    (``np.array_split``); a last training step with fewer particles than processes is left out
+    (every process must take every step), and empty validation parts are skipped.
+    """
+    steps = sampler.batches(batch_size * world.size)
+    if not world.distributed:
+        return steps, [len(b) for b in steps]
+    if train:
+        steps = [b for b in steps if len(b) >= world.size]
+    parts = [np.array_split(b, world.size)[world.rank] for b in steps]
+    keep = [k for k, p in enumerate(parts) if train or len(p)]
+    return [parts[k] for k in keep], [len(steps[k]) for k in keep]
+
+
 def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, cfg: TrainConfig,
-              device: torch.device, epoch: int, optimizer=None, progress: bool = False) -> dict:
+              device: torch.device, epoch: int, optimizer=None, progress: bool = False, *,
+              world: World = SINGLE, forward: torch.nn.Module | None = None, workers: int = 0) -> dict:
     """One pass over the particles ``sampler`` draws (in its order for ``epoch``); trains when
-    ``optimizer`` is given. Returns the mean of each term over the particles."""
+    ``optimizer`` is given. Returns the mean of each term over the particles (of every process).
+
+    world, forward : the processes of a distributed run and the DistributedDataParallel wrapper
+        of ``model`` that trains (its gradients are averaged over the processes; each process's
+        loss is scaled so that the step is the one of a single process with the whole step's
+        particles). Validation runs ``model`` itself on each process's part.
+    workers : DataLoader reader processes (:func:`cryovae.data.batch_loader`).
+    """
     train = optimizer is not None
     model.train(train)
+    step_model = forward if (train and forward is not None) else model
     stream = 0 if train else 1
     sampler.set_epoch(epoch if train else 0)
-    g_dev = epoch_generator(cfg.seed, epoch if train else 0, stream + 2, device)
+    g_dev = epoch_generator(cfg.seed, epoch if train else 0, stream + 2 + RANK_STREAMS * world.rank, device)
     sums: dict[str, float] = {}
     n_seen = 0
     zero_z = epoch < cfg.z_delay_epochs  # validated as trained: a z-delay epoch's model has no z
-    bar = tqdm(sampler.batches(cfg.batch_size), desc=f"epoch {epoch + 1} {'train' if train else 'val'}",
-               leave=False, disable=not progress)
-    for batch, b_idx in enumerate(bar):
-        images, ctf_params = dataset[b_idx]
+    batches, step_sizes = epoch_batches(sampler, cfg.batch_size, world, train)
+    loader = batch_loader(dataset, batches, workers=workers, pin_memory=device.type == "cuda")
+    bar = tqdm(loader, desc=f"epoch {epoch + 1} {'train' if train else 'val'}", leave=False,
+               disable=not (progress and world.is_main), total=len(batches))
+    for batch, (images, ctf_params, b_idx) in enumerate(bar):
         y = images.to(device, non_blocking=True)
         ctf = _batch_ctf(ctf_params, model.cfg, device)
         with torch.set_grad_enabled(train), _autocast(device, cfg.amp):
-            terms = model(y, ctf, sample=True, generator=g_dev, rotate_encoder=train and cfg.rotate_encoder,
-                          zero_z=zero_z)
+            terms = step_model(y, ctf, sample=True, generator=g_dev, rotate_encoder=train and cfg.rotate_encoder,
+                               zero_z=zero_z)
         if train:
-            loss = -terms.elbo.mean()
-            if not torch.isfinite(loss):
+            if world.distributed:  # this part's share of the mean over the step's particles
+                loss = -terms.elbo.sum() * (world.size / step_sizes[batch])
+            else:
+                loss = -terms.elbo.mean()
+            mine = not bool(torch.isfinite(loss))
+            if world.any(mine):
+                if not mine:
+                    raise NonFiniteError(f"training diverged on another process at epoch {epoch + 1}, batch {batch + 1} "
+                                         "(its message says why)")
                 raise _diverged(model, y, ctf, terms, b_idx, epoch, batch, cfg)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -130,6 +176,11 @@ def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, 
         for k, v in values.items():
             sums[k] = sums.get(k, 0.0) + float(v.detach().float().sum())
         n_seen += len(b_idx)
+    if world.distributed:
+        everyone = world.gather((sums, n_seen))
+        n_seen = sum(n for _, n in everyone)
+        keys = list(dict.fromkeys(k for s, _ in everyone for k in s))
+        sums = {k: sum(s.get(k, 0.0) for s, _ in everyone) for k in keys}
     return {k: v / max(n_seen, 1) for k, v in sums.items()}
 
 
@@ -175,7 +226,8 @@ def make_optimizer(model: PoseVAE, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str | Path | RunDir,
-        device: torch.device, resume: bool = False, progress: bool = True) -> FitResult:
+        device: torch.device, resume: bool = False, progress: bool = True, *, world: World = SINGLE,
+        workers: int = 0) -> FitResult:
     """Train ``model`` on ``dataset`` and keep its checkpoints in ``rundir``.
 
     Parameters
@@ -186,8 +238,13 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
         ``model.cfg.ctf``).
     cfg : the training options.
     rundir : the run directory (exists); receives checkpoint.pt, best.pt, metrics.csv.
-    device : torch device (see :func:`cryovae.device.resolve_device`).
-    resume : continue from RUNDIR/checkpoint.pt.
+    device : torch device (see :func:`cryovae.device.resolve_device`); in a distributed run this
+        process's own.
+    resume : continue from RUNDIR/checkpoint.pt (with as many processes as it was trained with).
+    world : the processes of a ``torchrun`` run (:func:`cryovae.distributed.init_world`): the model
+        is wrapped in DistributedDataParallel, each step takes ``cfg.batch_size`` particles per
+        process, and only rank 0 writes.
+    workers : DataLoader reader processes per training process.
 
     Returns
     -------
@@ -208,6 +265,10 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
         raise CryovaeError(f"need at least 2 particles to train, got {n}")
 
     model = model.to(device)
+    ddp = None
+    if world.distributed:
+        ddp = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
     optimizer = make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=cfg.lr_factor,
                                                            patience=cfg.lr_patience)
@@ -217,18 +278,21 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
     ckpt_path, best_path = run.checkpoint, run.best
 
     def save_checkpoint(epoch: int) -> None:
+        if not world.is_main:
+            return
         run.save_checkpoint(model_state(model), epoch, {
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "history": history,
             "best_elbo": best_elbo, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
             "split": {"train": torch.as_tensor(train_idx, dtype=torch.int64),
                       "val": torch.as_tensor(val_idx, dtype=torch.int64)},
-            "rng": {"torch": torch.get_rng_state()},
+            "rng": {"torch": torch.get_rng_state()}, "world_size": world.size,
         })
 
     if resume:
         if not ckpt_path.exists():
             raise CryovaeError(f"{ckpt_path}: no checkpoint to resume from")
         ck = run.load_checkpoint("last", device, keys=RESUME_KEYS)
+        _check_world(ck, world, cfg, ckpt_path)
         load_model_state(model, ck["model"], ckpt_path)
         try:
             optimizer.load_state_dict(ck["optimizer"])
@@ -247,7 +311,8 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
                                "particles; the checkpoint was made from other particles")
         if not weights_finite(model):
             raise NonFiniteError(f"{ckpt_path}: holds non-finite weights; start a new run with a lower --lr")
-        run.write_metrics(history)  # the checkpoint is the source of truth
+        if world.is_main:
+            run.write_metrics(history)  # the checkpoint is the source of truth
         log.info("resumed from %s after epoch %d", ckpt_path, start_epoch)
     else:
         save_checkpoint(0)  # resumable from the first second on
@@ -256,17 +321,19 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
     val_sampler = SeededSampler(val_idx, cfg.seed, shuffle=False)
     stopped = False
     bar = tqdm(range(start_epoch, cfg.epochs), desc="training", unit="epoch", initial=start_epoch,
-               total=cfg.epochs, disable=not progress)
+               total=cfg.epochs, disable=not (progress and world.is_main))
     for epoch in bar:
         if cfg.early_stop_patience and bad_epochs >= cfg.early_stop_patience:
             stopped = True
             break
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        tr = run_epoch(model, dataset, train_sampler, cfg, device, epoch, optimizer, progress)
+        tr = run_epoch(model, dataset, train_sampler, cfg, device, epoch, optimizer, progress, world=world,
+                       forward=ddp, workers=workers)
         rows = [{"epoch": epoch + 1, "split": "train", **tr, "lr": lr}]
         if len(val_idx):
-            va = run_epoch(model, dataset, val_sampler, cfg, device, epoch, None, False)
+            va = run_epoch(model, dataset, val_sampler, cfg, device, epoch, None, False, world=world,
+                           workers=workers)
             rows.append({"epoch": epoch + 1, "split": "val", **va, "lr": lr})
         monitor = rows[-1]["elbo"]
         if not (math.isfinite(monitor) and weights_finite(model)):
@@ -285,24 +352,39 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
             scheduler.step(monitor)
             if monitor > best_elbo:
                 best_elbo, best_epoch, bad_epochs = monitor, epoch + 1, 0
-                run.save_best(model_state(model), epoch + 1, monitor)
+                if world.is_main:
+                    run.save_best(model_state(model), epoch + 1, monitor)
             else:
                 bad_epochs += 1
         save_checkpoint(epoch + 1)
-        run.write_metrics(history)
+        if world.is_main:
+            run.write_metrics(history)
         bar.set_postfix(elbo=f"{tr['elbo']:.1f}", recon=f"{tr['recon']:.1f}", kl=f"{tr['kl']:.2f}",
                         val=f"{monitor:.1f}")
         log.info("epoch %d: train elbo %.2f recon %.2f kl %.3f | %s elbo %.2f | lr %.2e | %.1f s",
                  epoch + 1, tr["elbo"], tr["recon"], tr["kl"], rows[-1]["split"], monitor, lr, seconds)
     if cfg.early_stop_patience and bad_epochs >= cfg.early_stop_patience:
         stopped = True
+    if not best_path.exists() and history and world.is_main:  # every epoch ran inside the z-delay
+        run.save_best(model_state(model), int(history[-1]["epoch"]), history[-1]["elbo"])
+    world.barrier()  # rank 0 has written best.pt
+    if best_epoch < 0 and history:
+        best_epoch = int(history[-1]["epoch"])
     if best_path.exists():
         load_model_state(model, run.load_checkpoint("best", device)["model"], best_path)
-    elif history:  # every epoch ran inside the z-delay: the last weights are the result
-        best_epoch = int(history[-1]["epoch"])
-        run.save_best(model_state(model), best_epoch, history[-1]["elbo"])
     model.eval()
     return FitResult(model=model, history=history, best_epoch=best_epoch, stopped_early=stopped)
+
+
+def _check_world(ck: dict, world: World, cfg: TrainConfig, path: Path) -> None:
+    """A one-line error when a run is resumed with another number of processes than it was
+    trained with: each step's particles (processes x --batch-size) and their order would change."""
+    trained = int(ck.get("world_size", 1))
+    if trained != world.size:
+        how = ("one process (plain cryovae train --resume)" if trained == 1 else
+               f"{trained} processes (torchrun --nproc_per_node {trained} -m cryovae train --resume ...)")
+        raise CryovaeError(f"{path}: this run was trained by {trained} process(es) ({trained} x {cfg.batch_size} "
+                           f"particles per step) and is now resumed by {world.size}; resume it with {how}")
 
 
 def fit_images(images: np.ndarray | torch.Tensor, model_cfg: ModelConfig, cfg: TrainConfig,

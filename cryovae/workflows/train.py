@@ -14,8 +14,11 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from cryovae.data import ParticleDataset
+import numpy as np
+
+from cryovae.data import LoaderConfig, ParticleDataset
 from cryovae.device import resolve_device
+from cryovae.distributed import World, init_world
 from cryovae.errors import CryovaeError, DamagedFileError, RunInterrupted, Terminated
 from cryovae.inference import (
     RefineConfig,
@@ -27,6 +30,7 @@ from cryovae.inference import (
     write_cs,
     write_star,
 )
+from cryovae.io import row_range
 from cryovae.models import ModelConfig, model_class
 from cryovae.runs import Latents, RunConfig, RunDir, TrainConfig
 from cryovae.training import FitResult, fit, seeded_model
@@ -121,7 +125,7 @@ def train_run(particles: str | Path, rundir: str | Path | RunDir, model_cfg: Mod
               resume: bool = False, datadir: str | Path | None = None, command_line: str | None = None,
               epochs: int | None = None, progress: bool = True, auto_box: bool = False,
               absolute_paths: bool | None = None, apix: float | None = None,
-              skip_bad: bool = False) -> FitResult:
+              skip_bad: bool = False, loader: LoaderConfig | None = None) -> FitResult:
     """Train on a particle file and write every output into ``rundir``.
 
     Parameters
@@ -143,6 +147,12 @@ def train_run(particles: str | Path, rundir: str | Path | RunDir, model_cfg: Mod
     datadir, apix, skip_bad : how to read ``particles`` (:func:`cryovae.io.read_particles`);
         stored in the run config's ``input`` and used again on resume. With ``skip_bad`` the
         particles left out are listed in RUNDIR/bad_particles.txt and the outputs hold the others.
+    loader : how the preprocessed images are read (in memory or streamed from disk, reader
+        processes); it changes no result.
+
+    Started by ``torchrun`` (several processes), every process trains its part of each step
+    (:func:`cryovae.training.fit`) and encodes and refines its part of the particles; rank 0 alone
+    preprocesses, writes the run's files and logs to train.log.
 
     Relative stack paths are looked up from the folder the run was started in first (saved in
     config.yaml as ``input.project_dir``), so a resumed run finds them from any folder.
@@ -156,7 +166,11 @@ def train_run(particles: str | Path, rundir: str | Path | RunDir, model_cfg: Mod
     from cryovae.io import read_run_particles
     from cryovae.io.bad_particles import report_skipped
 
+    loader = loader or LoaderConfig()
     run = RunDir.of(rundir)
+    dev = resolve_device(device)
+    world = init_world(dev)
+    dev = world.device(dev)
     if resume:
         run_cfg = run.read_config()
         if epochs is not None:
@@ -179,13 +193,16 @@ def train_run(particles: str | Path, rundir: str | Path | RunDir, model_cfg: Mod
                     "datadir": None if datadir is None else str(Path(datadir).absolute()),
                     "project_dir": str(Path.cwd().absolute()),
                     "apix": None if apix is None else float(apix), "skip_bad": bool(skip_bad)}
-    run.create()
-    run.remove_stale_temporaries()
-    handler = _file_logger(run)
+    world.barrier()  # no process may see the run folder rank 0 is about to create as an old run
+    if world.is_main:
+        run.create()
+        run.remove_stale_temporaries()
+    handler = _file_logger(run) if world.is_main else None
     phase = "reading the particles"
     try:
         stack = read_run_particles(recorded)
-        report_skipped(stack, run.bad_list)
+        if world.is_main:
+            report_skipped(stack, run.bad_list)
         if not resume:
             if auto_box:
                 model_cfg = replace(model_cfg, box=default_model_box(stack.box, particles))
@@ -198,33 +215,57 @@ def train_run(particles: str | Path, rundir: str | Path | RunDir, model_cfg: Mod
                                        "n_particles": len(stack), "box": int(stack.box),
                                        "pixel_size": float(stack.pixel_size)})
         ctf = stack_ctf(stack, str(particles)) if run_cfg.model.ctf else None
-        run.write_config(run_cfg, command_line)
-        dev = resolve_device(device)
-        log.info("training %s on %d particles (%s) on %s", model_class(run_cfg.model.kind).title, len(stack),
-                 particles, dev)
+        if world.is_main:
+            run.write_config(run_cfg, command_line)
+        log.info("training %s on %d particles (%s) on %s%s", model_class(run_cfg.model.kind).title, len(stack),
+                 particles, dev, f", {world.size} processes" if world.distributed else "")
         phase = "preprocessing"
-        images = run.cached_images(stack, run_cfg.preprocess, progress)
+        has_checkpoint = run.has_checkpoint()  # before rank 0 may write one
+        if world.is_main:
+            images = run.cached_images(stack, run_cfg.preprocess, progress, lazy=loader.lazy)
+        world.barrier()  # rank 0 has written the image cache
+        if not world.is_main:
+            images = run.cached_images(stack, run_cfg.preprocess, False, lazy=loader.lazy, write=False)
         phase = "training"
-        has_checkpoint = run.has_checkpoint()
         if resume and not has_checkpoint:
             log.info("%s: no checkpoint yet; training from epoch 0", run.path)
         model = seeded_model(run_cfg.model, run_cfg.train.seed)
         result = fit(model, ParticleDataset(images, ctf), run_cfg.train, run, dev,
-                     resume=resume and has_checkpoint, progress=progress)
+                     resume=resume and has_checkpoint, progress=progress, world=world, workers=loader.workers)
         phase = "encoding and refining"
-        recenter_template(result.model, images, dev)  # the pose-free decode on the box centre
-        store_template_center(result.model, run)
-        latents = encode_images(result.model, images, run_cfg.model.pixel_size, dev)
-        if run_cfg.train.refine_steps:
-            log.info("refining every particle's pose and z (%d steps)", run_cfg.train.refine_steps)
-            latents = refine_latents(result.model, images, latents, RefineConfig(steps=run_cfg.train.refine_steps),
-                                     ctf_params=ctf, device=dev, progress=progress)
+        if world.is_main:
+            recenter_template(result.model, images, dev)  # the pose-free decode on the box centre
+            store_template_center(result.model, run)
+        world.broadcast(result.model.generator.template_center)
+        latents = _encode_part(result.model, images, ctf, run_cfg, dev, world, progress)
         phase = "writing the results"
-        star = write_results(run, stack, latents, bool(absolute_paths))
-        log.info("best epoch %d; wrote %s and %s", result.best_epoch, star, run.latents_file)
+        if world.is_main:
+            star = write_results(run, stack, latents, bool(absolute_paths))
+            log.info("best epoch %d; wrote %s and %s", result.best_epoch, star, run.latents_file)
+        world.barrier()  # every process returns once the results exist
         return result
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
         raise _interrupted(run, phase, exc) from None
     finally:
-        logging.getLogger("cryovae").removeHandler(handler)
-        handler.close()
+        if handler is not None:
+            logging.getLogger("cryovae").removeHandler(handler)
+            handler.close()
+
+
+def _encode_part(model, images, ctf, run_cfg: RunConfig, device, world: World, progress: bool) -> Latents:
+    """Encode (and refine) every particle: this process's contiguous part of them; on rank 0 the
+    latents of all, in particle order (the parts gathered), elsewhere this part's."""
+    n = len(images)
+    bounds = np.linspace(0, n, world.size + 1).round().astype(int)
+    lo, hi = int(bounds[world.rank]), int(bounds[world.rank + 1])
+    part = row_range(images, lo, hi)
+    show = progress and world.is_main
+    latents = encode_images(model, part, run_cfg.model.pixel_size, device, progress=show)
+    if run_cfg.train.refine_steps:
+        log.info("refining every particle's pose and z (%d steps)", run_cfg.train.refine_steps)
+        latents = refine_latents(model, part, latents, RefineConfig(steps=run_cfg.train.refine_steps),
+                                 ctf_params=None if ctf is None else ctf[lo:hi], device=device, progress=show)
+    if not world.distributed:
+        return latents
+    parts = world.gather(latents)
+    return Latents.concatenate(parts) if world.is_main else latents
