@@ -207,7 +207,7 @@ def release_pages(arr: np.ndarray) -> None:
     is still served from memory, but streaming through a stack larger than RAM no longer makes the
     process's RSS grow with the stack. A no-op for arrays that are not memory-mapped.
     """
-    base = arr
+    base: object = arr
     while base is not None and getattr(base, "_mmap", None) is None:
         base = getattr(base, "base", None)
     mm = getattr(base, "_mmap", None)

@@ -109,8 +109,10 @@ class NpyRows:
 
     def _read_run(self, out: np.ndarray, start: int, count: int) -> None:
         """Rows ``start .. start + count`` into the C-contiguous ``out`` (count rows)."""
+        if not out.flags.c_contiguous:
+            raise ValueError("rows are read into C-contiguous arrays only")
         want = count * self._row_bytes
-        view = memoryview(out.reshape(-1).view(np.uint8))
+        view = out.reshape(-1).view(np.uint8).data  # the memory of out itself
         got = 0
         while got < want:
             n = os.preadv(self._file(), [view[got:want]], self._offset + start * self._row_bytes + got)
