@@ -7,8 +7,17 @@ from pathlib import Path
 import mrcfile
 import numpy as np
 import pytest
+import torch
 
 TEST_DATA = Path(__file__).parent / "data"
+#: the torch devices of this machine that device-parametrised tests run on (CPU always; CUDA where present)
+DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """Each available torch device in turn (a test taking ``device`` runs once per device)."""
+    return torch.device(request.param)
 
 
 @pytest.fixture

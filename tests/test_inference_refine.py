@@ -40,14 +40,17 @@ def _particles(model, n=48, seed=1):
 
 
 @pytest.mark.parametrize("kind", ["target", "spatial"])
-def test_refinement_moves_a_perturbed_start_to_the_generating_pose_and_z(kind):
+def test_refinement_moves_a_perturbed_start_to_the_generating_pose_and_z(kind, device):
     """Start 0.6 (z), 0.15 rad (8.6 deg) and 0.8 px off the truth; 80 steps end within a fifth of
-    that on the median particle, and no particle's log posterior ends lower than it started."""
+    that on the median particle, and no particle's log posterior ends lower than it started; on
+    every available device."""
     torch.set_num_threads(2)
     model = _model(kind)
     y, z, theta, center = _particles(model)
+    model = model.to(device)
+    y, z, theta, center = (t.to(device) for t in (y, z, theta, center))
     g = torch.Generator().manual_seed(2)
-    sign = lambda shape: torch.randint(0, 2, shape, generator=g).float() * 2 - 1  # noqa: E731
+    sign = lambda shape: (torch.randint(0, 2, shape, generator=g).float() * 2 - 1).to(device)  # noqa: E731
     z0, th0, c0 = z + 0.6 * sign(z.shape), theta + 0.15 * sign(theta.shape), center + 0.8 * sign(center.shape)
     zr, thr, cr, start, end = refine_batch(model, y, z0, th0, c0, RefineConfig(steps=80))
     assert torch.all(end >= start)

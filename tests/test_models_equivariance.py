@@ -57,21 +57,22 @@ def test_rot90_permutes_rotation_channels_and_rotates_maps(group, n):
 
 
 @pytest.mark.parametrize("group", ["p4", "p8", "p16"])
-def test_rot90_turns_inferred_theta_by_90_deg_and_keeps_z(group):
-    """Chosen r moves by N/4, theta by +90 deg (tol 1e-3 rad), centre by R(-90), z unchanged (1e-4)."""
-    model = _model(group)
+def test_rot90_turns_inferred_theta_by_90_deg_and_keeps_z(group, device):
+    """Chosen r moves by N/4, theta by +90 deg (tol 1e-3 rad), centre by R(-90), z unchanged (1e-4);
+    on every available device."""
+    model = _model(group).to(device)
     img = _particle()
-    y = torch.from_numpy(np.stack([img, np.rot90(img).copy(), np.rot90(img, 2).copy()]))
+    y = torch.from_numpy(np.stack([img, np.rot90(img).copy(), np.rot90(img, 2).copy()])).to(device)
     with torch.no_grad():
         enc = model.infer(y)
-    theta = enc.theta.numpy()
+    theta, z, prob, c = (t.cpu().numpy() for t in (enc.theta, enc.z_mean, enc.prob, enc.center_px))
     for j in (1, 2):
         d = math.remainder(theta[j] - theta[0] - j * math.pi / 2, 2 * math.pi)
         assert abs(d) < 1e-3, (group, j, theta)
-        np.testing.assert_allclose(enc.z_mean[j].numpy(), enc.z_mean[0].numpy(), atol=1e-4)
-        np.testing.assert_allclose(enc.prob[j].numpy(), enc.prob[0].numpy(), atol=1e-5)
-        c_expected = rotation_matrix(-j * math.pi / 2) @ enc.center_px[0].numpy()
-        np.testing.assert_allclose(enc.center_px[j].numpy(), c_expected, atol=1e-6)
+        np.testing.assert_allclose(z[j], z[0], atol=1e-4)
+        np.testing.assert_allclose(prob[j], prob[0], atol=1e-5)
+        c_expected = rotation_matrix(-j * math.pi / 2) @ c[0]
+        np.testing.assert_allclose(c[j], c_expected, atol=1e-6)
 
 
 def test_rotation_offset_sign_follows_internal_convention():
@@ -135,13 +136,14 @@ def test_integer_shift_moves_maps_and_chosen_translation(group):
 
 @pytest.mark.parametrize("group", ["c1", "p8"])
 @pytest.mark.parametrize("training", [True, False])
-def test_fft_lifting_convolution_equals_r2conv(group, training):
-    """The FFT path gives the same lifting output as e2cnn's R2Conv (or Conv2d for c1)."""
+def test_fft_lifting_convolution_equals_r2conv(group, training, device):
+    """The FFT path gives the same lifting output as e2cnn's R2Conv (or Conv2d for c1), on every
+    available device."""
     torch.manual_seed(1)
     cfg = ModelConfig.for_model("target", box=BOX, group=group, enc_fields=3, enc_kernel=41)
-    enc = build_model(cfg).encoder
+    enc = build_model(cfg).encoder.to(device)
     enc.train(training)
-    x = torch.randn(2, BOX, BOX)
+    x = torch.randn(2, BOX, BOX).to(device)
     with torch.no_grad():
         fast = enc.lift_forward(x)
         enc.fft_lift = False

@@ -36,10 +36,11 @@ def _cfgs(kind="target", epochs=2, **train):
 
 
 @pytest.mark.parametrize("kind", ["target", "spatial"])
-def test_elbo_improves_on_a_small_synthetic_stack(tmp_path, kind):
+def test_elbo_improves_on_a_small_synthetic_stack(tmp_path, kind, device):
+    """On every available device (CUDA trains with bf16 autocast)."""
     torch.set_num_threads(2)
     mcfg, tcfg = _cfgs(kind, epochs=5, early_stop_patience=0)
-    res = fit_images(_stack(64), mcfg, tcfg, tmp_path, torch.device("cpu"), progress=False)
+    res = fit_images(_stack(64), mcfg, tcfg, tmp_path, device, progress=False)
     train = [h for h in res.history if h["split"] == "train"]
     val = [h for h in res.history if h["split"] == "val"]
     assert len(train) == 5 and len(val) == 5

@@ -17,6 +17,7 @@ import starfile
 
 from cryovae.errors import CryovaeError, OutputFileError
 from cryovae.io.atomic import atomic_path
+from cryovae.io.mrc import release_pages
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ class StackWriter:
         block = np.asarray(block, dtype=np.float32)
         self._data[key] = block
         self.stats.update(block)
+        release_pages(self._data)  # written through to the file; RSS stays that of one chunk
 
 
 #: bytes of an MRC header without extended header
