@@ -88,3 +88,6 @@ def test_nan_class_in_the_star_is_one_line(tmp_path, sim):
     assert res.exit_code == 2
     err = res.stderr.strip()
     assert "\n" not in err and "class number" in err and "row 4" in err, err
+    pred[3] = 2.5
+    res = run(write_star(tmp_path / "half.star", sim, pred), paths["truth"], "-o", tmp_path / "h")
+    assert res.exit_code == 2 and "particle 4" in res.stderr and "whole number" in res.stderr, res.stderr

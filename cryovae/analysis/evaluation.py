@@ -146,6 +146,14 @@ def check_predictions_finite(predicted: dict, source) -> None:
     if predicted.get("class") is not None:
         values["class number"] = np.asarray(predicted["class"], dtype=np.float64)
     _nonfinite(values, source, "particles")
+    if "class number" in values:
+        classes = values["class number"]
+        bad = np.flatnonzero(classes != np.round(classes))
+        if len(bad):
+            from cryovae.errors import InputFileError
+
+            raise InputFileError(f"{source}: the class number of particle {bad[0] + 1} (1-based) is "
+                                 f"{classes[bad[0]]:g}, not a whole number")
 
 
 def evaluation_report(predicted: dict, truth) -> tuple[dict, dict[str, Figure]]:

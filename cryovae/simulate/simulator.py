@@ -168,7 +168,16 @@ def simulate_classes(config: SimulationConfig, progress: bool = True) -> Simulat
 
 
 def _render_classes(specs, labels, tilt, theta, center, config: SimulationConfig, scale: float) -> np.ndarray:
-    """(len(labels), box, box) float32 renders of particles of 1-based classes ``labels``."""
+    """Render particles of several classes at their poses.
+
+    specs : the classes (``specs[j - 1]`` is class j).  labels : (m,) 1-based classes.
+    tilt : (m, 3, 3) rotations before projection, or None.  theta : (m,) radians.
+    center : (m, 2) pixels.  scale : multiplies every image.
+
+    Returns
+    -------
+    (m, box, box) float32.
+    """
     out = np.empty((len(labels), config.box, config.box), np.float32)
     for j, spec in enumerate(specs, start=1):
         idx = np.flatnonzero(labels == j)
