@@ -122,9 +122,9 @@ def _nonfinite(values: dict[str, np.ndarray], source, what: str) -> None:
 
 def check_truth_finite(truth, source, with_origins: bool = True) -> None:
     """Refuse a truth table with NaN/inf in a scored column (``conformation_*``, ``psi_deg``,
-    ``origin_x_A``/``origin_y_A`` when ``with_origins``): one line naming ``source``, the rows
+    ``origin_x_A``/``origin_y_A`` when ``with_origins``, ``class``): one line naming ``source``, the rows
     (1-based data rows, every row of the file) and the columns."""
-    cols = [c for c in truth.columns if c.startswith("conformation_")] + ["psi_deg"]
+    cols = [c for c in truth.columns if c.startswith("conformation_") or c == "class"] + ["psi_deg"]
     if with_origins:
         cols += [c for c in ("origin_x_A", "origin_y_A") if c in truth.columns]
     import pandas as pd
@@ -135,7 +135,7 @@ def check_truth_finite(truth, source, with_origins: bool = True) -> None:
 
 def check_predictions_finite(predicted: dict, source) -> None:
     """Refuse predictions (from :func:`~cryovae.analysis.metrics.align_predictions`) with NaN/inf
-    latents, psi or origins: one line naming ``source`` (the star), the particles and columns."""
+    latents, psi, origins or class: one line naming ``source`` (the star), the particles and columns."""
     z = np.asarray(predicted["z"], dtype=np.float64)
     z = z.reshape(len(z), -1)
     values = {f"cryovaeZ{k + 1}": z[:, k] for k in range(z.shape[1])}
@@ -143,7 +143,17 @@ def check_predictions_finite(predicted: dict, source) -> None:
     if predicted.get("origin_A") is not None:
         origin = np.asarray(predicted["origin_A"], dtype=np.float64)
         values["origin x"], values["origin y"] = origin[:, 0], origin[:, 1]
+    if predicted.get("class") is not None:
+        values["class number"] = np.asarray(predicted["class"], dtype=np.float64)
     _nonfinite(values, source, "particles")
+    if "class number" in values:
+        classes = values["class number"]
+        bad = np.flatnonzero(classes != np.round(classes))
+        if len(bad):
+            from cryovae.errors import InputFileError
+
+            raise InputFileError(f"{source}: the class number of particle {bad[0] + 1} (1-based) is "
+                                 f"{classes[bad[0]]:g}, not a whole number")
 
 
 def evaluation_report(predicted: dict, truth) -> tuple[dict, dict[str, Figure]]:
@@ -151,14 +161,15 @@ def evaluation_report(predicted: dict, truth) -> tuple[dict, dict[str, Figure]]:
 
     Parameters
     ----------
-    predicted : ``{"z": (n, k), "psi_deg": (n,), "origin_A": (n, 2) or None}``.
+    predicted : ``{"z": (n, k), "psi_deg": (n,), "origin_A": (n, 2) or None, "class": (n,) or None}``.
     truth : pandas DataFrame from ``truth.csv`` (n rows, same order).
 
     Returns
     -------
     (metrics from :func:`cryovae.analysis.metrics.score_against_truth`,
     ``{"rotation": Figure, "latents": Figure (when the truth has conformations),
-    "translation": Figure (when origins are known)}``).
+    "translation": Figure (when origins are known), "classes": Figure (the confusion table, when
+    the truth has classes and a class is predicted)}``).
     """
     from cryovae.analysis.metrics import score_against_truth
 
@@ -176,7 +187,37 @@ def evaluation_report(predicted: dict, truth) -> tuple[dict, dict[str, Figure]]:
     if "translation" in metrics:
         figures["translation"] = translation_figure(
             truth[["origin_x_A", "origin_y_A"]].to_numpy(dtype=np.float64), predicted["origin_A"])
+    if "classes" in metrics:
+        figures["classes"] = class_figure(metrics["classes"])
     return metrics, figures
+
+
+def class_figure(classes: dict, title: str | None = None) -> Figure:
+    """The confusion table of predicted vs true classes as a heat map with counts.
+
+    classes : :meth:`cryovae.analysis.metrics.ClassAgreement.to_dict`. Rows are the true classes;
+    the predicted classes are in the order of their matched true class (matched ones first), so
+    a perfect classification is the diagonal. Each row is coloured by the fraction of its class.
+    """
+    confusion = np.asarray(classes["confusion"], dtype=np.float64)
+    true, pred = classes["true_classes"], classes["predicted_classes"]
+    to_true = {int(p): t for p, t in classes["matching"].items()}
+    order = sorted(range(len(pred)), key=lambda j: (true.index(to_true[pred[j]]) if pred[j] in to_true else len(true), j))
+    conf = confusion[:, order]
+    frac = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
+    fig = Figure(figsize=(1.0 + 0.7 * len(pred), 1.0 + 0.6 * len(true)), constrained_layout=True)
+    ax = fig.subplots()
+    ax.imshow(frac, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    for i in range(conf.shape[0]):
+        for j in range(conf.shape[1]):
+            ax.text(j, i, f"{int(conf[i, j])}", ha="center", va="center", fontsize=8,
+                    color="white" if frac[i, j] > 0.5 else "black")
+    ax.set_xticks(range(len(order)), [str(pred[j]) for j in order])
+    ax.set_yticks(range(len(true)), [str(t) for t in true])
+    ax.set(xlabel="predicted class", ylabel="true class")
+    ax.set_title(title or f"accuracy {classes['accuracy']:.3f}, ARI {classes['ari']:.3f}, NMI {classes['nmi']:.3f}",
+                 fontsize=9)
+    return fig
 
 
 def motion_figure(rows: list[tuple[str, np.ndarray, list[str]]], title: str | None = None) -> Figure:

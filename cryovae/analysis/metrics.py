@@ -26,11 +26,19 @@ their ``r_c = sum sin(a - abar) sin(b - bbar) / sqrt(sum sin^2(a - abar) sum sin
 is reported too (``circular_correlation_js``), but it centres on the circular means, which are
 arbitrary for uniform angles, so with noise it can be far from 1 (even negative) for clearly
 related angles. Compare with the papers knowing this.
+
+Classes: :func:`class_agreement` scores predicted discrete classes against true ones with the
+accuracy after the best one-to-one matching of predicted to true classes (the Hungarian
+algorithm on the contingency table), the adjusted Rand index and the normalised mutual
+information; the class numbers themselves are arbitrary. The rotation of a class set is scored
+within each true class (:func:`rotation_within_classes`): every class's template has its own
+arbitrary zero angle.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -205,6 +213,144 @@ def conformation_accuracy(latents: np.ndarray, conformation: np.ndarray,
     }
 
 
+@dataclass(frozen=True, eq=False)
+class ClassAgreement:
+    """How well predicted discrete classes recover the true ones.
+
+    Attributes
+    ----------
+    n : number of particles.
+    accuracy : fraction of particles whose predicted class is matched to their true class, under
+        the one-to-one matching that maximises it (Hungarian algorithm; with more predicted than
+        true classes the unmatched predicted classes count as wrong, with fewer the unmatched true
+        classes do).
+    ari : adjusted Rand index (sklearn.metrics.adjusted_rand_score): 1 for identical partitions,
+        about 0 for a random one.
+    nmi : normalised mutual information (sklearn.metrics.normalized_mutual_info_score,
+        arithmetic normalisation), in [0, 1].
+    true_classes : (K_true,) the true class labels, sorted (the rows of ``confusion``).
+    pred_classes : (K_pred,) the predicted class labels, sorted (its columns).
+    confusion : (K_true, K_pred) int counts, ``confusion[i, j]`` particles of true class
+        ``true_classes[i]`` predicted as ``pred_classes[j]``.
+    matching : ``{predicted label: true label}`` for the matched pairs.
+    """
+
+    n: int
+    accuracy: float
+    ari: float
+    nmi: float
+    true_classes: np.ndarray
+    pred_classes: np.ndarray
+    confusion: np.ndarray
+    matching: dict[int, int]
+
+    def recall(self) -> dict[int, float]:
+        """``{true label: fraction of its particles in its matched predicted class}`` (0 unmatched)."""
+        to_pred = {t: p for p, t in self.matching.items()}
+        col = {int(p): j for j, p in enumerate(self.pred_classes)}
+        out = {}
+        for i, t in enumerate(self.true_classes):
+            total = self.confusion[i].sum()
+            hit = self.confusion[i, col[to_pred[int(t)]]] if int(t) in to_pred else 0
+            out[int(t)] = float(hit / total) if total else float("nan")
+        return out
+
+    def confusion_table(self) -> pd.DataFrame:
+        """``confusion`` as a DataFrame: index ``true <label>``, columns ``predicted <label>``."""
+        return pd.DataFrame(self.confusion, index=[f"true {t}" for t in self.true_classes],
+                            columns=[f"predicted {p}" for p in self.pred_classes])
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict of every field (and the per-class recall)."""
+        return {"n": self.n, "accuracy": self.accuracy, "ari": self.ari, "nmi": self.nmi,
+                "true_classes": [int(t) for t in self.true_classes],
+                "predicted_classes": [int(p) for p in self.pred_classes],
+                "confusion": self.confusion.tolist(),
+                "matching": {str(p): int(t) for p, t in sorted(self.matching.items())},
+                "recall": {str(t): r for t, r in self.recall().items()}}
+
+
+def class_agreement(truth: np.ndarray, pred: np.ndarray) -> ClassAgreement:
+    """Accuracy after the Hungarian matching, ARI and NMI of predicted vs true classes.
+
+    Parameters
+    ----------
+    truth : (n,) true class labels (any integers, e.g. ``truth.csv``'s 1-based ``class``).
+    pred : (n,) predicted class labels (any integers; their number may differ from the truth's).
+
+    Returns
+    -------
+    ClassAgreement. The matching maximises the matched counts of the (K_true, K_pred)
+    contingency table (scipy.optimize.linear_sum_assignment).
+
+    Raises
+    ------
+    ValueError : lengths differ, no particles, or labels that are not whole numbers.
+    """
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    t, p = _class_labels(truth, "truth"), _class_labels(pred, "pred")
+    if len(t) != len(p):
+        raise ValueError(f"{len(t)} true classes but {len(p)} predicted ones")
+    if not len(t):
+        raise ValueError("no particles to compare")
+    true_classes, ti = np.unique(t, return_inverse=True)
+    pred_classes, pi = np.unique(p, return_inverse=True)
+    confusion = np.zeros((len(true_classes), len(pred_classes)), dtype=np.int64)
+    np.add.at(confusion, (ti, pi), 1)
+    rows, cols = linear_sum_assignment(confusion, maximize=True)
+    matching = {int(pred_classes[c]): int(true_classes[r]) for r, c in zip(rows, cols, strict=True)}
+    return ClassAgreement(
+        n=len(t), accuracy=float(confusion[rows, cols].sum() / len(t)),
+        ari=float(adjusted_rand_score(t, p)), nmi=float(normalized_mutual_info_score(t, p)),
+        true_classes=true_classes, pred_classes=pred_classes, confusion=confusion, matching=matching)
+
+
+def _class_labels(values, name: str) -> np.ndarray:
+    v = np.asarray(values).ravel()
+    if v.dtype.kind in "iu":
+        return v.astype(np.int64)
+    f = v.astype(np.float64)
+    if not (np.isfinite(f).all() and (f == np.round(f)).all()):
+        raise ValueError(f"{name}: class labels must be whole numbers")
+    return f.astype(np.int64)
+
+
+def rotation_within_classes(pred_deg: np.ndarray, true_deg: np.ndarray, classes: np.ndarray) -> dict:
+    """Rotation recovery scored separately in each true class (each has its own zero angle).
+
+    Parameters
+    ----------
+    pred_deg, true_deg : (n,) predicted and true in-plane angles, degrees.
+    classes : (n,) true class labels.
+
+    Returns
+    -------
+    dict: ``circular_correlation`` (the Fisher-Lee correlation in each class, averaged with the
+    classes' particle counts as weights, over classes where it is defined), ``median_error_deg``
+    (the median over all particles of the error after each class's own best offset) and
+    ``per_class`` ``{label: {"n", "circular_correlation", "offset_deg", "median_error_deg"}}``.
+    """
+    pred = np.asarray(pred_deg, dtype=np.float64).ravel()
+    true = np.asarray(true_deg, dtype=np.float64).ravel()
+    labels = _class_labels(classes, "classes")
+    per, errors, weights, corr = {}, [], [], []
+    for label in np.unique(labels):
+        sel = labels == label
+        rho = circular_correlation(np.radians(pred[sel]), np.radians(true[sel])) if sel.sum() >= 3 else float("nan")
+        off = best_rotation_offset(pred[sel], true[sel])
+        err = angular_errors(pred[sel], true[sel], off)
+        errors.append(err)
+        per[str(int(label))] = {"n": int(sel.sum()), "circular_correlation": rho, "offset_deg": off,
+                                "median_error_deg": float(np.median(err))}
+        if np.isfinite(rho):
+            corr.append(rho)
+            weights.append(sel.sum())
+    return {"circular_correlation": float(np.average(corr, weights=weights)) if corr else float("nan"),
+            "median_error_deg": float(np.median(np.concatenate(errors))), "per_class": per}
+
+
 _Z_COLUMN = re.compile(r"^(?:rln)?cryovaeZ(\d+)$")
 
 
@@ -219,14 +365,17 @@ def score_against_truth(predicted: dict[str, np.ndarray], truth: pd.DataFrame) -
 
     Parameters
     ----------
-    predicted : ``{"z": (n, k), "psi_deg": (n,), "origin_A": (n, 2) or None}``.
-    truth : the simulation's truth table (``conformation_*``, ``psi_deg``, ``origin_x_A``,
-        ``origin_y_A``), n rows.
+    predicted : ``{"z": (n, k), "psi_deg": (n,), "origin_A": (n, 2) or None, "class": (n,) or
+        None}`` (``class`` optional: a model's predicted class numbers).
+    truth : the simulation's truth table (``conformation_*`` or ``class``, ``psi_deg``,
+        ``origin_x_A``, ``origin_y_A``), n rows.
 
     Returns
     -------
     dict with ``n``, ``conformation`` (absent when the truth has none), ``rotation``,
-    ``translation`` (absent when ``origin_A`` is None); nan where undefined.
+    ``translation`` (absent when ``origin_A`` is None), and when the truth has ``class``:
+    ``rotation_within_classes`` (:func:`rotation_within_classes`) and, when a class is predicted,
+    ``classes`` (:meth:`ClassAgreement.to_dict`); nan where undefined.
     """
     n = len(truth)
     out: dict = {"n": int(n)}
@@ -241,8 +390,17 @@ def score_against_truth(predicted: dict[str, np.ndarray], truth: pd.DataFrame) -
     if predicted.get("origin_A") is not None:
         out["translation"] = translation_accuracy(
             predicted["origin_A"], truth[["origin_x_A", "origin_y_A"]].to_numpy(dtype=np.float64), true_psi)
+    if "class" in truth.columns:
+        true_class = truth["class"].to_numpy()
+        out["rotation_within_classes"] = rotation_within_classes(predicted["psi_deg"], true_psi, true_class)
+        if predicted.get("class") is not None:
+            out["classes"] = class_agreement(true_class, predicted["class"]).to_dict()
     return out
 
+
+#: star columns read as a model's predicted class, in this order: RELION's class number (what a
+#: class-producing model writes), then the generic extra column of an ``extras["class"]``
+CLASS_COLUMNS = ("rlnClassNumber", "cryovaeClass")
 
 _IMAGE_NAME = re.compile(r"^\s*0*(\d+)@(.+?)\s*$")
 
@@ -259,7 +417,8 @@ def align_predictions(table: pd.DataFrame, truth: pd.DataFrame,
     ----------
     table : star table with ``cryovaeZ*``, ``rlnAnglePsi`` and ``rlnOriginXAngst/YAngst`` (or
         ``rlnOriginX/Y`` in pixels, converted with ``pixel_size_A`` or the table's
-        ``rlnImagePixelSize``; origins are optional).
+        ``rlnImagePixelSize``; origins are optional) and optionally a predicted class
+        (:data:`CLASS_COLUMNS`, the first one present).
     truth : truth table.
 
     Returns
@@ -297,8 +456,10 @@ def align_predictions(table: pd.DataFrame, truth: pd.DataFrame,
         origin = table[["rlnOriginX", "rlnOriginY"]].to_numpy(dtype=np.float64) * apix
     if origin is not None and not {"origin_x_A", "origin_y_A"} <= set(truth.columns):
         origin = None
+    class_col = next((c for c in CLASS_COLUMNS if c in table.columns), None)
     predicted = {"z": table[zcols].to_numpy(dtype=np.float64),
-                 "psi_deg": table["rlnAnglePsi"].to_numpy(dtype=np.float64), "origin_A": origin}
+                 "psi_deg": table["rlnAnglePsi"].to_numpy(dtype=np.float64), "origin_A": origin,
+                 "class": None if class_col is None else pd.to_numeric(table[class_col], errors="coerce").to_numpy()}
     return predicted, aligned, how
 
 

@@ -3,7 +3,10 @@
 Reads the content latents (cryovaeZ*), rlnAnglePsi and rlnOriginXAngst/YAngst (or rlnOriginX/Y
 in pixels) from OUT.star, pairs rows with TRUTH.csv (by the rlnImageName index, else by row
 order), prints the metrics and writes DIR/metrics.json, DIR/rotation.png, DIR/latents.png and
-DIR/translation.png. Rotation errors are after the best global offset; the circular correlation
+DIR/translation.png. When TRUTH.csv has a class column (cryovae simulate classes) and OUT.star
+a predicted class (rlnClassNumber, else cryovaeClass), it also reports the class accuracy after
+the best matching of predicted to true classes, ARI and NMI, with DIR/classes.png (the confusion
+table); the rotation is then also scored within each true class. Rotation errors are after the best global offset; the circular correlation
 is Fisher & Lee's (1983), with Jammalamadaka & SenGupta's r_c (cited by spatial-VAE) in the JSON.
 
 Example: cryovae evaluate run1/particles.star sim_hinge/truth.csv -o run1/evaluation
@@ -72,6 +75,16 @@ def summary_lines(metrics: dict) -> list[str]:
     if axial:
         lines.append(f"rotation modulo 180°: circular correlation of 2·psi {axial['circular_correlation']:.3f}, "
                      f"median error {axial['median_error_deg']:.1f}°, {axial['fraction_within_15deg']:.1%} within 15°")
+    within = metrics.get("rotation_within_classes")
+    if within:
+        lines.append(f"rotation within each true class: circular correlation {_fmt(within['circular_correlation'])} "
+                     f"(mean weighted by class size), median error {within['median_error_deg']:.1f}°")
+    cls = metrics.get("classes")
+    if cls:
+        lines.append(f"classes: accuracy {cls['accuracy']:.3f} (best matching of {len(cls['predicted_classes'])} "
+                     f"predicted to {len(cls['true_classes'])} true classes), ARI {cls['ari']:.3f}, NMI {cls['nmi']:.3f}")
+        lines.append("  predicted -> true (recall): " + ", ".join(
+            f"{p} -> {t} ({cls['recall'][str(t)]:.2f})" for p, t in cls["matching"].items()))
     tr = metrics.get("translation")
     if tr:
         lines.append(f"translation: Pearson x {_fmt(tr['pearson_x'])}, y {_fmt(tr['pearson_y'])}; RMSE "

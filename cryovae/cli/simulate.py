@@ -1,12 +1,16 @@
-"""Simulate particles with known conformation and pose: hinge, two arms, or a user's map.
+"""Simulate particles with known conformation and pose: hinge, two arms, classes, or a user's map.
 
 KIND is ``hinge`` (two domains, one degree of freedom, like spatial-VAE's 5HDB set),
-``arms`` (a core with two independent arms, like CODH/ACS) or ``volume`` (project the map
+``arms`` (a core with two independent arms, like CODH/ACS), ``classes`` (--classes K discrete
+classes for 2D classification: 1 hinge closed, 2 hinge open, 3 two-arm molecule, 4 trilobe,
+5 hook, 6 two-arm molecule bent; the first K, in --shares) or ``volume`` (project the map
 given with ``--volume``; one conformation). Writes OUT/particles.mrcs, OUT/particles.star
-(RELION 3.1), OUT/truth.csv (conformation, psi, origin in RELION's convention, defocus) and
-OUT/simulation.json.
+(RELION 3.1), OUT/truth.csv (conformation or class, psi, origin in RELION's convention,
+defocus), OUT/simulation.json and, for classes, OUT/classes.json (what each class is).
 
 Example: cryovae simulate hinge -o sim_hinge --n 2000 --snr 0.1 --seed 1
+
+Example: cryovae simulate classes -o sim_classes --classes 4 --shares 0.4,0.3,0.2,0.1 --snr 0.1
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from cryovae.errors import CryovaeError
 
 
 @click.command("simulate", help=__doc__)
-@click.argument("kind", type=click.Choice(["hinge", "arms", "volume"]))
+@click.argument("kind", type=click.Choice(["hinge", "arms", "classes", "volume"]))
 @click.option("-o", "--out", "outdir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Output directory (created).")
 @click.option("--n", "n", default=2000, show_default=True, type=int, help="Number of particles.")
@@ -55,13 +59,19 @@ from cryovae.errors import CryovaeError
               help="Voxel size of --volume in Å (default: from the map's header).")
 @click.option("--view", nargs=3, type=float, default=None,
               help="ZYZ Euler angles (degrees) of the map's viewing direction, with KIND volume.")
+@click.option("--classes", "n_classes", default=None, type=int,
+              help="With KIND classes: number of classes, 2-6 [4].")
+@click.option("--shares", default=None,
+              help="With KIND classes: fraction of particles per class, comma-separated, summing to 1 "
+                   "(e.g. 0.4,0.3,0.2,0.1) [equal].")
 @click.option("--seed", default=0, show_default=True, type=int, help="Random seed.")
 def command(kind, outdir, n, box, apix, snr, rotation, rotation_sigma, shift_sigma, ctf, defocus_min,
             defocus_max, astigmatism, voltage, cs, amp_contrast, hinge_range, states, tilt_sigma,
-            volume_path, volume_apix, view, seed) -> None:
+            volume_path, volume_apix, view, n_classes, shares, seed) -> None:
     from cryovae.simulate import (
         SimulationConfig,
         simulate_arms,
+        simulate_classes,
         simulate_hinge,
         simulate_volume,
         write_simulation,
@@ -71,12 +81,19 @@ def command(kind, outdir, n, box, apix, snr, rotation, rotation_sigma, shift_sig
         snr_value = float(snr)
     except ValueError:
         raise CryovaeError(f"--snr must be a number or 'inf', got {snr!r}") from None
+    if kind != "classes" and (n_classes is not None or shares is not None):
+        raise CryovaeError("--classes/--shares go with KIND classes (cryovae simulate classes --classes 4)")
+    if kind == "classes" and states is not None:
+        raise CryovaeError("--states does not go with KIND classes (each class is one fixed conformation)")
+    share_values = _parse_shares(shares)
+    if n_classes is None:
+        n_classes = len(share_values) if share_values is not None else 4
     config = SimulationConfig(
         n=n, box=box, pixel_size_A=apix, rotation=rotation, rotation_sigma_deg=rotation_sigma,
         shift_sigma_px=shift_sigma, snr=None if math.isinf(snr_value) else snr_value, ctf=ctf,
         defocus_min_A=defocus_min, defocus_max_A=defocus_max, astigmatism_A=astigmatism,
         voltage_kv=voltage, cs_mm=cs, amplitude_contrast=amp_contrast, hinge_range_deg=hinge_range,
-        n_states=states, tilt_sigma_deg=tilt_sigma, seed=seed)
+        n_states=states, tilt_sigma_deg=tilt_sigma, n_classes=n_classes, class_shares=share_values, seed=seed)
     if kind == "volume":
         if volume_path is None:
             raise CryovaeError("KIND volume needs --volume MAP.mrc")
@@ -85,13 +102,25 @@ def command(kind, outdir, n, box, apix, snr, rotation, rotation_sigma, shift_sig
     else:
         if volume_path is not None or view:
             raise CryovaeError("--volume/--view go with KIND volume (cryovae simulate volume --volume MAP.mrc)")
-        sim = simulate_hinge(config) if kind == "hinge" else simulate_arms(config)
+        sim = {"hinge": simulate_hinge, "arms": simulate_arms, "classes": simulate_classes}[kind](config)
     paths = write_simulation(sim, outdir)
     click.echo(f"{len(sim)} {kind} particles, box {box}, {apix:g} Å/px, "
                f"SNR {'inf' if sim.noise_sigma == 0 else f'{config.snr:g}'}"
-               f"{', CTF' if ctf else ''}")
+               f"{', CTF' if ctf else ''}"
+               + (f", {n_classes} classes of {', '.join(str(c) for c in config.class_counts())} particles"
+                  if kind == "classes" else ""))
     for name, path in paths.items():
         click.echo(f"  {name:8s} {path}")
+
+
+def _parse_shares(text: str | None) -> tuple[float, ...] | None:
+    """``"0.4,0.3,0.2,0.1"`` -> (0.4, 0.3, 0.2, 0.1); a one-line error when it is not numbers."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise CryovaeError(f"--shares must be comma-separated numbers (e.g. 0.4,0.3,0.2,0.1), got {text!r}") from None
 
 
 def _read_map(path: Path, apix: float | None):

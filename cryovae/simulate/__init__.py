@@ -1,4 +1,4 @@
-"""Simulated particle stacks with ground truth (hinge, two arms, a user's map).
+"""Simulated particle stacks with ground truth (hinge, two arms, discrete classes, a user's map).
 
 Example::
 
@@ -8,16 +8,25 @@ Example::
 """
 
 from cryovae.simulate.config import SimulationConfig
-from cryovae.simulate.molecules import Molecule, arms_molecule, hinge_molecule
+from cryovae.simulate.molecules import (
+    CLASS_NAMES,
+    ClassSpec,
+    Molecule,
+    arms_molecule,
+    class_specs,
+    hinge_molecule,
+)
 from cryovae.simulate.simulator import (
     SimulatedParticles,
     simulate_arms,
+    simulate_classes,
     simulate_hinge,
     simulate_volume,
 )
 from cryovae.simulate.writer import read_truth, write_simulation
 
 __all__ = [
-    "Molecule", "SimulatedParticles", "SimulationConfig", "arms_molecule", "hinge_molecule",
-    "read_truth", "simulate_arms", "simulate_hinge", "simulate_volume", "write_simulation",
+    "CLASS_NAMES", "ClassSpec", "Molecule", "SimulatedParticles", "SimulationConfig", "arms_molecule",
+    "class_specs", "hinge_molecule", "read_truth", "simulate_arms", "simulate_classes", "simulate_hinge",
+    "simulate_volume", "write_simulation",
 ]

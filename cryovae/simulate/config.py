@@ -9,9 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
-from cryovae.errors import CryovaeError
+import numpy as np
 
-KINDS = ("hinge", "arms", "volume")
+from cryovae.errors import CryovaeError
+from cryovae.simulate.molecules import CLASS_NAMES
+
+KINDS = ("hinge", "arms", "classes", "volume")
 ROTATIONS = ("uniform", "normal")
 
 
@@ -42,6 +45,12 @@ class SimulationConfig:
     tilt_sigma_deg : sigma of a small random out-of-plane tilt about a random in-plane axis,
         applied before projection (0 = every particle is viewed exactly along z).
     atom_sigma_A : width (sigma, Å) of each pseudo-atom's Gaussian density.
+    n_classes : number of discrete classes of the ``classes`` kind, 2 to ``len(CLASS_NAMES)``
+        (the first ``n_classes`` of :data:`cryovae.simulate.molecules.CLASS_NAMES`); unused by
+        the other kinds.
+    class_shares : fraction of the particles in each class (``n_classes`` positive numbers that
+        sum to 1, within 0.001; rescaled to sum to exactly 1); ``None`` for equal shares. The
+        counts are :meth:`class_counts`.
     seed : seed of every random draw (poses, conformations, defocus, noise).
     """
 
@@ -63,6 +72,8 @@ class SimulationConfig:
     n_states: int | None = None
     tilt_sigma_deg: float = 0.0
     atom_sigma_A: float = 5.0
+    n_classes: int = 4
+    class_shares: tuple[float, ...] | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -92,6 +103,31 @@ class SimulationConfig:
             raise CryovaeError(f"n_states must be >= 2 (or None for continuous), got {self.n_states}")
         if not self.atom_sigma_A > 0:
             raise CryovaeError(f"atom sigma must be > 0 Å, got {self.atom_sigma_A}")
+        if not 2 <= self.n_classes <= len(CLASS_NAMES):
+            raise CryovaeError(f"the number of classes must be 2 to {len(CLASS_NAMES)}, got {self.n_classes}")
+        if self.class_shares is not None:
+            shares = np.asarray(self.class_shares, dtype=np.float64)
+            if len(shares) != self.n_classes:
+                raise CryovaeError(f"{len(shares)} class shares for {self.n_classes} classes (give one per class)")
+            if not (np.isfinite(shares).all() and (shares > 0).all()):
+                raise CryovaeError(f"class shares must be positive numbers, got {_listed(shares)}")
+            if abs(shares.sum() - 1.0) > 1e-3:
+                raise CryovaeError(f"class shares must sum to 1, got {_listed(shares)} (sum {shares.sum():g})")
+            empty = np.flatnonzero(self.class_counts() == 0)
+            if len(empty):
+                raise CryovaeError(f"class {empty[0] + 1} gets no particle with share {shares[empty[0]]:g} of "
+                                   f"{self.n} particles (raise the number of particles or that share)")
+
+    def class_counts(self) -> np.ndarray:
+        """(n_classes,) int: particles per class, ``n * share`` rounded so the counts sum to ``n``
+        (largest remainders first, ties to the lower class)."""
+        k = self.n_classes
+        shares = np.full(k, 1.0 / k) if self.class_shares is None else np.asarray(self.class_shares, np.float64)
+        exact = self.n * shares / shares.sum()
+        counts = np.floor(exact).astype(np.int64)
+        order = np.argsort(-(exact - counts), kind="stable")
+        counts[order[: self.n - int(counts.sum())]] += 1
+        return counts
 
     @property
     def has_noise(self) -> bool:
@@ -100,4 +136,11 @@ class SimulationConfig:
 
     def to_dict(self) -> dict:
         """Plain dict of every option (for ``simulation.json``)."""
-        return asdict(self)
+        out = asdict(self)
+        if self.class_shares is not None:
+            out["class_shares"] = [float(v) for v in self.class_shares]
+        return out
+
+
+def _listed(values: np.ndarray) -> str:
+    return ",".join(f"{v:g}" for v in values)

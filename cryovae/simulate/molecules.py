@@ -165,3 +165,85 @@ def arms_molecule(range_deg: float = 40.0) -> Molecule:
         axis = np.array([0.0, np.sin(np.radians(10.0)), axis_z * np.cos(np.radians(10.0))])
         arms.append(Arm(atoms, pivot, axis))
     return _centred(body, arms, range_deg)
+
+
+def trilobe_molecule() -> Molecule:
+    """A rigid molecule of three unequal lobes on a bent bridge (no degree of freedom).
+
+    Built from the same ellipsoid blocks as :func:`hinge_molecule`: a large, a middle-sized and
+    a small lobe at the corners of a scalene triangle, joined by two rods, so its projection has
+    no rotational or mirror symmetry (at most ~50 Å from the centre).
+    """
+    rng = np.random.default_rng(STRUCTURE_SEED + 2)
+    body = np.concatenate([
+        _ellipsoid(rng, 150, (-20.0, -12.0, 0.0), (16.0, 13.0, 12.0), 20.0),
+        _ellipsoid(rng, 90, (20.0, -14.0, 0.0), (11.0, 9.0, 9.0), -30.0),
+        _ellipsoid(rng, 50, (2.0, 24.0, 0.0), (8.0, 8.0, 8.0)),
+        _ellipsoid(rng, 70, (0.0, -13.0, 0.0), (14.0, 5.0, 5.0)),
+        _ellipsoid(rng, 50, (-8.0, 6.0, 0.0), (13.0, 4.5, 4.5), 65.0),
+    ])
+    return _centred(body, [], 0.0)
+
+
+def hook_molecule() -> Molecule:
+    """A rigid rod with a bent hook at one end and a knob at the other (no degree of freedom)."""
+    rng = np.random.default_rng(STRUCTURE_SEED + 3)
+    body = np.concatenate([
+        _ellipsoid(rng, 180, (-4.0, 0.0, 0.0), (32.0, 8.0, 8.0)),
+        _ellipsoid(rng, 90, (30.0, 14.0, 0.0), (16.0, 6.5, 6.5), 60.0),
+        _ellipsoid(rng, 40, (28.0, 32.0, 0.0), (7.0, 7.0, 7.0)),
+        _ellipsoid(rng, 60, (-36.0, -5.0, 0.0), (10.0, 10.0, 10.0)),
+    ])
+    return _centred(body, [], 0.0)
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """One discrete class of ``cryovae simulate classes``: a molecule frozen in one conformation.
+
+    name : short identifier (``hinge-closed``, ...).  molecule_name : the builder's name
+    (``hinge``, ``arms``, ``trilobe``, ``hook``).  molecule : the pseudo-atomic model.
+    conformation : (n_dof,) values in [0, 1] the class is frozen at.
+    """
+
+    name: str
+    molecule_name: str
+    molecule: Molecule
+    conformation: tuple[float, ...]
+
+    def coordinates(self, n: int) -> np.ndarray:
+        """(n, n_atoms, 3) Å: ``n`` copies of the class's atoms."""
+        return self.molecule.coordinates(np.tile(np.asarray(self.conformation, np.float64), (n, 1)))
+
+    def describe(self) -> dict:
+        """What ``classes.json`` records of the class."""
+        return {"name": self.name, "molecule": self.molecule_name, "conformation": list(self.conformation),
+                "range_deg": self.molecule.range_deg, "n_atoms": self.molecule.n_atoms}
+
+
+#: the classes of ``cryovae simulate classes`` in order; ``--classes K`` takes the first K, so
+#: every set holds the two conformations of the hinge (classes 1 and 2).
+CLASS_NAMES = ("hinge-closed", "hinge-open", "arms", "trilobe", "hook", "arms-bent")
+
+
+def class_specs(k: int, range_deg: float = 40.0) -> tuple[ClassSpec, ...]:
+    """The first ``k`` classes of :data:`CLASS_NAMES` (2 <= k <= 6).
+
+    1 ``hinge-closed``: :func:`hinge_molecule` at conformation 0; 2 ``hinge-open``: the same
+    molecule at conformation 1 (its arm turned by ``range_deg``); 3 ``arms``:
+    :func:`arms_molecule` with both arms half way (0.5, 0.5); 4 ``trilobe``:
+    :func:`trilobe_molecule`; 5 ``hook``: :func:`hook_molecule`; 6 ``arms-bent``: the arms
+    molecule with both arms turned (1, 1), a second conformation of class 3.
+    """
+    if not 1 <= k <= len(CLASS_NAMES):
+        raise ValueError(f"k must be in 1..{len(CLASS_NAMES)}, got {k}")
+    hinge, arms = hinge_molecule(range_deg), arms_molecule(range_deg)
+    specs = (
+        ClassSpec("hinge-closed", "hinge", hinge, (0.0,)),
+        ClassSpec("hinge-open", "hinge", hinge, (1.0,)),
+        ClassSpec("arms", "arms", arms, (0.5, 0.5)),
+        ClassSpec("trilobe", "trilobe", trilobe_molecule(), ()),
+        ClassSpec("hook", "hook", hook_molecule(), ()),
+        ClassSpec("arms-bent", "arms", arms, (1.0, 1.0)),
+    )
+    return specs[:k]

@@ -25,7 +25,13 @@ from cryovae.errors import CryovaeError
 from cryovae.geometry import internal_to_relion
 from cryovae.simulate.config import SimulationConfig
 from cryovae.simulate.ctf import apply_ctf, ctf_2d
-from cryovae.simulate.molecules import Molecule, arms_molecule, hinge_molecule
+from cryovae.simulate.molecules import (
+    ClassSpec,
+    Molecule,
+    arms_molecule,
+    class_specs,
+    hinge_molecule,
+)
 from cryovae.simulate.render import project_volume, render_atoms, tilt_rotations
 
 log = logging.getLogger(__name__)
@@ -40,12 +46,13 @@ class SimulatedParticles:
 
     Attributes
     ----------
-    kind : ``"hinge"``, ``"arms"`` or ``"volume"``.
+    kind : ``"hinge"``, ``"arms"``, ``"classes"`` or ``"volume"``.
     config : the :class:`SimulationConfig` that made it.
     images : (n, box, box) float32, what goes into the stack (CTF and noise applied).
     clean : (n, box, box) float32, the projection at the particle's pose, before CTF and noise.
-    truth : DataFrame, one row per particle: ``conformation_1`` [, ``conformation_2``] (not for
-        ``volume``), ``psi_deg``, ``origin_x_A``, ``origin_y_A`` (RELION convention),
+    truth : DataFrame, one row per particle: ``conformation_1`` [, ``conformation_2``] (hinge,
+        arms) or ``class`` (classes: the 1-based number of the particle's class), ``psi_deg``,
+        ``origin_x_A``, ``origin_y_A`` (RELION convention),
         ``defocus_u_A``, ``defocus_v_A``, ``defocus_angle_deg`` (CTF on), ``tilt_deg``,
         ``tilt_axis_deg`` (tilt on).
     theta_rad : (n,) internal rotation.  center_px : (n, 2) internal centre offset, pixels.
@@ -55,6 +62,7 @@ class SimulatedParticles:
         unit standard deviation over the box).
     molecule : the pseudo-atomic molecule (hinge/arms) or ``None``.
     template : the (box, box) canonical projection (volume) or ``None``.
+    classes : the classes (``classes`` kind; ``classes[j]`` is class ``j + 1``) or ``None``.
     """
 
     kind: str
@@ -70,6 +78,7 @@ class SimulatedParticles:
     molecule: Molecule | None = None
     template: np.ndarray | None = None
     tilt: np.ndarray | None = None  # (n, 3, 3) rotations applied before projection, or None
+    classes: tuple[ClassSpec, ...] | None = None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -92,15 +101,28 @@ class SimulatedParticles:
         """
         sel = np.arange(len(self))[slice(None) if idx is None else idx]
         sel = np.atleast_1d(sel)
+        cfg = self.config
+        zeros = np.zeros(len(sel)), np.zeros((len(sel), 2))
+        if self.classes is not None:
+            labels = self.truth["class"].to_numpy()[sel]
+            return _render_classes(self.classes, labels, self.tilt[sel] if self.tilt is not None else None,
+                                   *zeros, cfg, self.scale)
         if self.molecule is None:
             return np.repeat(self.template[None], len(sel), axis=0)
         coords = self.molecule.coordinates(self.conformation[sel])
         if self.tilt is not None:
             coords = np.einsum("nij,nmj->nmi", self.tilt[sel], coords)
-        cfg = self.config
-        out = render_atoms(coords, np.zeros(len(sel)), np.zeros((len(sel), 2)), cfg.box,
-                           cfg.pixel_size_A, cfg.atom_sigma_A)
+        out = render_atoms(coords, *zeros, cfg.box, cfg.pixel_size_A, cfg.atom_sigma_A)
         return out * np.float32(self.scale)
+
+    def class_images(self) -> np.ndarray:
+        """(n_classes, box, box) float32: each class's projection at ``theta = 0, c = 0``, no tilt
+        (``classes`` kind only)."""
+        if self.classes is None:
+            raise ValueError(f"a {self.kind} simulation has no classes")
+        k = len(self.classes)
+        return _render_classes(self.classes, np.arange(1, k + 1), None, np.zeros(k), np.zeros((k, 2)),
+                               self.config, self.scale)
 
 
 def simulate_hinge(config: SimulationConfig, progress: bool = True) -> SimulatedParticles:
@@ -115,6 +137,58 @@ def simulate_hinge(config: SimulationConfig, progress: bool = True) -> Simulated
 def simulate_arms(config: SimulationConfig, progress: bool = True) -> SimulatedParticles:
     """A core with two independently moving arms (``conformation_1``, ``conformation_2``)."""
     return _simulate_molecule("arms", arms_molecule(config.hinge_range_deg), config, progress)
+
+
+def simulate_classes(config: SimulationConfig, progress: bool = True) -> SimulatedParticles:
+    """Discrete classes: each particle is one of ``config.n_classes`` rigid molecules/conformations.
+
+    The classes are :func:`cryovae.simulate.molecules.class_specs` (the hinge closed and open,
+    the two-arm molecule, ...); class j holds ``config.class_counts()[j - 1]`` particles, in a
+    random order. Poses, tilt, CTF and noise are drawn as for the other kinds. The truth has a
+    ``class`` column (1-based). One intensity ``scale`` for every class: the mean over classes of
+    their canonical images' standard deviation becomes 1 (the molecules keep their relative mass).
+    """
+    rng = np.random.default_rng(config.seed)
+    specs = class_specs(config.n_classes, config.hinge_range_deg)
+    counts = config.class_counts()
+    labels = rng.permutation(np.repeat(np.arange(1, len(specs) + 1), counts))
+    theta, center = _draw_poses(rng, config)
+    truth = pd.DataFrame({"class": labels})
+    tilt = _draw_tilt(rng, config, truth)
+    k = len(specs)
+    ref = _render_classes(specs, np.arange(1, k + 1), None, np.zeros(k), np.zeros((k, 2)), config, 1.0)
+    scale = 1.0 / float(ref.reshape(k, -1).std(axis=1).mean())
+    clean = np.empty((config.n, config.box, config.box), np.float32)
+    starts = range(0, config.n, CHUNK)
+    for s in tqdm(starts, desc="rendering", unit="chunk", disable=not progress or config.n <= CHUNK):
+        sl = slice(s, min(s + CHUNK, config.n))
+        clean[sl] = _render_classes(specs, labels[sl], tilt[sl] if tilt is not None else None, theta[sl],
+                                    center[sl], config, scale)
+    return _finish("classes", config, rng, clean, theta, center, truth, scale, None, None, tilt, progress, specs)
+
+
+def _render_classes(specs, labels, tilt, theta, center, config: SimulationConfig, scale: float) -> np.ndarray:
+    """Render particles of several classes at their poses.
+
+    specs : the classes (``specs[j - 1]`` is class j).  labels : (m,) 1-based classes.
+    tilt : (m, 3, 3) rotations before projection, or None.  theta : (m,) radians.
+    center : (m, 2) pixels.  scale : multiplies every image.
+
+    Returns
+    -------
+    (m, box, box) float32.
+    """
+    out = np.empty((len(labels), config.box, config.box), np.float32)
+    for j, spec in enumerate(specs, start=1):
+        idx = np.flatnonzero(labels == j)
+        if not len(idx):
+            continue
+        coords = spec.coordinates(len(idx))
+        if tilt is not None:
+            coords = np.einsum("nij,nmj->nmi", tilt[idx], coords)
+        out[idx] = render_atoms(coords, theta[idx], center[idx], config.box, config.pixel_size_A,
+                                config.atom_sigma_A) * np.float32(scale)
+    return out
 
 
 def simulate_volume(
@@ -163,14 +237,8 @@ def _simulate_molecule(kind: str, molecule: Molecule, config: SimulationConfig, 
     else:
         conf = rng.integers(0, config.n_states, size=(n, k)) / (config.n_states - 1)
     theta, center = _draw_poses(rng, config)
-    tilt = None
     truth = pd.DataFrame({f"conformation_{j + 1}": conf[:, j] for j in range(k)})
-    if config.tilt_sigma_deg > 0:
-        tilt_deg = rng.normal(0.0, config.tilt_sigma_deg, size=n)
-        axis_deg = rng.uniform(0.0, 180.0, size=n)
-        tilt = tilt_rotations(tilt_deg, axis_deg)
-        truth["tilt_deg"] = tilt_deg
-        truth["tilt_axis_deg"] = axis_deg
+    tilt = _draw_tilt(rng, config, truth)
 
     mid = molecule.coordinates(np.full((1, k), 0.5))
     ref = render_atoms(mid, np.zeros(1), np.zeros((1, 2)), config.box, config.pixel_size_A, config.atom_sigma_A)
@@ -199,7 +267,18 @@ def _draw_poses(rng: np.random.Generator, config: SimulationConfig) -> tuple[np.
     return theta, center
 
 
-def _finish(kind, config, rng, clean, theta, center, truth, scale, molecule, template, tilt, progress):
+def _draw_tilt(rng: np.random.Generator, config: SimulationConfig, truth: pd.DataFrame) -> np.ndarray | None:
+    """(n, 3, 3) out-of-plane tilts (recorded in ``truth``), or None without tilt."""
+    if not config.tilt_sigma_deg > 0:
+        return None
+    tilt_deg = rng.normal(0.0, config.tilt_sigma_deg, size=config.n)
+    axis_deg = rng.uniform(0.0, 180.0, size=config.n)
+    truth["tilt_deg"] = tilt_deg
+    truth["tilt_axis_deg"] = axis_deg
+    return tilt_rotations(tilt_deg, axis_deg)
+
+
+def _finish(kind, config, rng, clean, theta, center, truth, scale, molecule, template, tilt, progress, classes=None):
     """Record the pose in RELION's convention, apply the CTF, add noise at the requested SNR."""
     n = config.n
     psi, origin_px = internal_to_relion(theta, center)
@@ -231,4 +310,4 @@ def _finish(kind, config, rng, clean, theta, center, truth, scale, molecule, tem
     return SimulatedParticles(kind=kind, config=config, images=images, clean=clean, truth=truth,
                               theta_rad=theta, center_px=np.asarray(center, dtype=np.float64),
                               noise_sigma=noise_sigma, signal_variance=signal_variance, scale=scale,
-                              molecule=molecule, template=template, tilt=tilt)
+                              molecule=molecule, template=template, tilt=tilt, classes=classes)

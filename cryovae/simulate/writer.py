@@ -5,7 +5,9 @@ Cs, amplitude contrast) and a ``data_particles`` block with ``rlnImageName`` = `
 (k 1-based), ``rlnOpticsGroup`` and, when the CTF is on, ``rlnDefocusU/V``, ``rlnDefocusAngle``,
 ``rlnPhaseShift``. The true poses are *not* in the star (a model must not see them); they are in
 ``truth.csv``, one row per particle in star order (see :class:`SimulatedParticles`).
-``simulation.json`` records every option. All files are written atomically.
+``simulation.json`` records every option. A ``classes`` simulation also writes ``classes.json``:
+one entry per class (``class`` 1-based as in truth.csv's ``class`` column, ``name``, ``molecule``,
+``conformation``, ``share``, ``count``). All files are written atomically.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ STACK = "particles.mrcs"
 STAR = "particles.star"
 TRUTH = "truth.csv"
 SETTINGS = "simulation.json"
+CLASSES = "classes.json"
 
 
 def star_tables(sim: SimulatedParticles, stack_name: str = STACK) -> dict[str, pd.DataFrame]:
@@ -55,7 +58,8 @@ def write_simulation(sim: SimulatedParticles, outdir: str | Path) -> dict[str, P
 
     Returns
     -------
-    ``{"stack": ..., "star": ..., "truth": ..., "settings": ...}`` paths.
+    ``{"stack": ..., "star": ..., "truth": ..., "settings": ...}`` paths (and ``"classes"`` for a
+    ``classes`` simulation).
     """
     from cryovae.io import write_stack, write_star
     from cryovae.io.atomic import atomic_path
@@ -72,7 +76,19 @@ def write_simulation(sim: SimulatedParticles, outdir: str | Path) -> dict[str, P
                 "noise_sigma": sim.noise_sigma, "signal_variance": sim.signal_variance}
     with atomic_path(paths["settings"]) as tmp:
         Path(tmp).write_text(json.dumps(settings, indent=2) + "\n")
+    if sim.classes is not None:
+        paths["classes"] = outdir / CLASSES
+        with atomic_path(paths["classes"]) as tmp:
+            Path(tmp).write_text(json.dumps(class_table(sim), indent=2) + "\n")
     return paths
+
+
+def class_table(sim: SimulatedParticles) -> list[dict]:
+    """What ``classes.json`` holds: per class, its number, molecule, conformation, share and count."""
+    labels = sim.truth["class"].to_numpy()
+    n = len(labels)
+    return [{"class": j, **spec.describe(), "count": int((labels == j).sum()),
+             "share": float((labels == j).sum() / n)} for j, spec in enumerate(sim.classes or (), start=1)]
 
 
 def read_truth(path: str | Path) -> pd.DataFrame:
