@@ -337,7 +337,8 @@ def test_images_cache_is_keyed_to_its_particles_and_preprocessing(tmp_path, monk
     pre = {"box": 12, "invert": False}
     calls = []
     real = cryovae.data.preprocess_stack
-    monkeypatch.setattr(cryovae.data, "preprocess_stack", lambda *a, **k: calls.append(1) or real(*a, **k))
+    chunks = cryovae.data.preprocess_chunks  # what the cache streams the stack through
+    monkeypatch.setattr(cryovae.data, "preprocess_chunks", lambda *a, **k: calls.append(1) or chunks(*a, **k))
 
     from_a = RunDir(rundir).cached_images(a, pre, progress=False)
     assert RunDir(rundir).cached_images(a, pre, progress=False).tobytes() == from_a.tobytes()
