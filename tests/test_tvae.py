@@ -218,6 +218,16 @@ def test_every_variant_gives_the_contract_shapes():
         frames, t = model.capsule_sequence(y)
         assert frames.shape == (3, 8, BOX, BOX) and t.shape == (3, 8, 4, 8)
         torch.testing.assert_close(t[:, 0].norm(dim=-1), enc.z_mean, rtol=1e-4, atol=1e-4)
+        # coherent=False: every frame's T from its own Z and U alone, whatever the other frames
+        x, alone = model.capsule_sequence(y, coherent=False)
+        with torch.no_grad():
+            z_mu, _, u_mu, _ = model.encoder(x[:, 3])
+            own = model._t(z_mu, u_mu, 1)[:, 0]
+        torch.testing.assert_close(alone[:, 3], own, atol=1e-4, rtol=1e-4)
+        if variant == "topographic":  # over the sequence, the neighbours' U count too
+            assert not torch.allclose(t[:, 3], own, rtol=1e-2)
+        else:
+            torch.testing.assert_close(alone, t)
 
 
 def test_options_that_cannot_work_are_one_line_errors():

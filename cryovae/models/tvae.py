@@ -270,13 +270,15 @@ class TVAE(PoseVAE):
         self.reference.mul_(1 - REFERENCE_MOMENTUM).add_(REFERENCE_MOMENTUM * aligned.to(self.reference.dtype))
 
     @torch.no_grad()
-    def capsule_sequence(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def capsule_sequence(self, y: torch.Tensor, coherent: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Each particle of ``y`` (B, box, box) masked and turned through a full turn in C steps,
         (B, C, box, box), and the capsule activations T of every frame (posterior means),
-        (B, C, K, C). For the topographic variant T is computed over the sequence (eq. 7); for the
-        static and plain ones each frame alone."""
+        (B, C, K, C). For the topographic variant T is computed over the sequence (eq. 7), as it
+        trains; ``coherent=False``: from each frame's own Z and U alone (L = 0), so that the
+        neighbouring frames' shared U do not make the capsules roll by construction. The static
+        and plain variants always take each frame alone."""
         x, (z_mu, _, u_mu, _) = self._encode_frames(y, self.capsule_size)
-        if self.cfg.variant == "topographic":
+        if self.cfg.variant == "topographic" and coherent:
             return x, self._t(z_mu, u_mu, self.capsule_size)
         t = self._t(z_mu, u_mu, 1)
         return x, t.reshape(y.shape[0], self.capsule_size, self.capsules, self.capsule_size)
