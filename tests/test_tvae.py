@@ -284,10 +284,14 @@ def test_train_tvae_writes_a_star_that_encode_and_analyze_read_back(tmp_path):
     assert caps["frames"] == 6 and caps["capsules"] == 3 and np.isfinite(caps["equivariance_error_mean"])
 
 
-@pytest.mark.parametrize("variant", ["static", "plain"])
-def test_the_ablations_train_from_the_same_command(tmp_path, variant):
+@pytest.mark.parametrize("variant, ctf", [("static", False), ("plain", False), ("topographic", True)])
+def test_the_ablations_and_the_ctf_train_from_the_same_command(tmp_path, variant, ctf):
     sim = tmp_path / "sim"
-    assert _invoke(["simulate", "hinge", "-o", sim, "--n", "64", "--box", "16", "--snr", "1", "--seed", "4"]).exit_code == 0
-    r = _invoke(["train", sim / "particles.star", "-o", tmp_path / "run", *TRAIN, "--tvae-variant", variant])
+    flags = ["--ctf"] if ctf else []
+    assert _invoke(["simulate", "hinge", "-o", sim, "--n", "64", "--box", "16", "--snr", "1", "--seed", "4",
+                    *flags]).exit_code == 0
+    r = _invoke(["train", sim / "particles.star", "-o", tmp_path / "run", *TRAIN, "--tvae-variant", variant, *flags])
     assert r.exit_code == 0, r.output
-    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]["variant"] == variant
+    model = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["model"]
+    assert model["variant"] == variant and model["ctf"] is ctf
+    assert np.isfinite(starfile.read(tmp_path / "run" / "particles.star", always_dict=True)["particles"]["cryovaeZ1"]).all()

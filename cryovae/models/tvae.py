@@ -88,7 +88,7 @@ class TVAEConfig(ModelConfig):
     gen_activation: str = field(default="relu", metadata=option(
         "--activation", "Generator activation.", choices=ACTIVATIONS))
     capsule_size: int = field(default=12, metadata=option(
-        "--tvae-capsule-size", "Dimensions per capsule = frames per turn (360/C degrees per step)."))
+        "--tvae-capsule-size", "Dimensions per capsule = frames per turn (360/C degrees per step); --zdim capsules."))
     neighbourhood: int = field(default=3, metadata=option(
         "--tvae-neighbourhood", "Width of the circular neighbourhood inside a capsule (odd)."))
     window: int | None = field(default=None, metadata=option(
