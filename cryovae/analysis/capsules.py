@@ -131,6 +131,13 @@ def capsule_roll_figure(frames: np.ndarray, t: np.ndarray, label: str = "") -> F
     return fig
 
 
+def has_capsules(model, box: int, device) -> bool:
+    """Whether ``model`` has capsules: its ``capsule_sequence`` of one blank image is not None."""
+    import torch
+
+    return model.capsule_sequence(torch.zeros(1, box, box, device=device)) is not None
+
+
 def capsule_section(model, images: np.ndarray, rows: np.ndarray, device, batch_size: int = 64
                     ) -> tuple[dict[str, Figure], dict, str] | None:
     """The capsule pictures and metrics of ``cryovae analyze``: ``capsule_map.png`` (the map of

@@ -302,8 +302,11 @@ CAPSULE_PARTICLES = 256
 def _capsule_section(run, outdir: Path, report: Report, lat) -> None:
     """capsule_map.png, capsule_roll.png and the capsule metrics (summary.json ``capsules``), for a
     model with capsules (:meth:`cryovae.models.PoseVAE.capsule_sequence`; others: nothing)."""
-    from cryovae.analysis.capsules import capsule_section
+    from cryovae.analysis.capsules import capsule_section, has_capsules
 
+    model = getattr(run, "model", None)  # a TrainedRun has one (a stand-in run may not)
+    if model is None or not has_capsules(model, run.box, run.device):
+        return
     n = len(lat.z_mean)
     idx = np.unique(np.linspace(0, n - 1, min(n, CAPSULE_PARTICLES)).round().astype(int))
     section = capsule_section(run.model, load_particle_images(run, idx, n), idx, run.device)

@@ -242,7 +242,7 @@ class TVAE(PoseVAE):
         if u_mu is not None:
             parts["kl_u"] = kl_normal(u_mu, u_logstd).sum(1).reshape(b, s).mean(1)
         if self.training and torch.is_grad_enabled():
-            self._update_reference(self._t(z_mu, u_mu, s)[:, 0].detach())
+            self._update_reference(z_mu.detach(), None if u_mu is None else u_mu.detach(), s)
         return LossTerms(recon=recon, kl=sum(parts.values()), kl_parts=parts)
 
     def _masked_log_likelihood(self, x: torch.Tensor, mean: torch.Tensor, log_sigma: torch.Tensor | None) -> torch.Tensor:
@@ -263,8 +263,10 @@ class TVAE(PoseVAE):
         return rotate_band_limited(blurred, angles).reshape(b, s, n, n)
 
     @torch.no_grad()
-    def _update_reference(self, t0: torch.Tensor) -> None:
-        """Running mean of the batch's frame-0 capsules (B, K, C) turned back by their read-out roll."""
+    def _update_reference(self, z_mu: torch.Tensor, u_mu: torch.Tensor | None, frames: int) -> None:
+        """Running mean of the batch's frame-0 capsules (B, K, C) of the posterior means (flat
+        (B * S, D) ``z_mu``, ``u_mu``), turned back by their read-out roll."""
+        t0 = self._t(z_mu, u_mu, frames)[:, 0]
         theta, _ = capsule_roll_angle(t0, self.reference)
         aligned = fractional_roll(t0, -theta * self.capsule_size / (2 * math.pi)).mean(0)
         self.reference.mul_(1 - REFERENCE_MOMENTUM).add_(REFERENCE_MOMENTUM * aligned.to(self.reference.dtype))
