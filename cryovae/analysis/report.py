@@ -191,6 +191,7 @@ def analyze_run(run, outdir: str | Path, cfg: AnalyzeConfig) -> Report:
     _pose_section(outdir, report, lat, run.pixel_size)
     _learning_section(outdir, report, files.metrics)
     _example_section(run, outdir, cfg, report, lat)
+    _capsule_section(run, outdir, report, lat)
     write_json(report.summary, outdir / "summary.json")
     write_text(render_html(report), outdir / "index.html")
     return report
@@ -292,6 +293,28 @@ def _example_section(run, outdir: Path, cfg: AnalyzeConfig, report: Report, lat)
                "Preprocessed input, its reconstruction at the inferred pose, and the pose-free image "
                "(the generator at rotation 0, centre 0). Numbers are rows of particles.star.")
     report.summary["examples"] = [int(i + 1) for i in idx]
+
+
+#: particles whose rotation sequences the capsule metrics of ``analyze`` are measured on
+CAPSULE_PARTICLES = 256
+
+
+def _capsule_section(run, outdir: Path, report: Report, lat) -> None:
+    """capsule_map.png, capsule_roll.png and the capsule metrics (summary.json ``capsules``), for a
+    model with capsules (:meth:`cryovae.models.PoseVAE.capsule_sequence`; others: nothing)."""
+    from cryovae.analysis.capsules import capsule_section, has_capsules
+
+    model = getattr(run, "model", None)  # a TrainedRun has one (a stand-in run may not)
+    if model is None or not has_capsules(model, run.box, run.device):
+        return
+    n = len(lat.z_mean)
+    idx = np.unique(np.linspace(0, n - 1, min(n, CAPSULE_PARTICLES)).round().astype(int))
+    section = capsule_section(run.model, load_particle_images(run, idx, n), idx, run.device)
+    if section is None:
+        return
+    figures, scores, caption = section
+    report.add("Capsules", [_save(fig, outdir, name) for name, fig in figures.items()], caption)
+    report.summary["capsules"] = scores
 
 
 def render_html(report: Report) -> str:

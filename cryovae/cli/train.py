@@ -225,6 +225,8 @@ def _train(ctx: click.Context, p: dict) -> None:
     make = paper_config if p["paper_size"] else model_config
     model_cfg = make(cls.name, **arch)
     train = {name: p[name] for _flag, name, _t, _h in TRAIN_OPTIONS if p[name] is not None}
+    if p["refine_steps"] is None and cls.refine_steps_default is not None:
+        train["refine_steps"] = cls.refine_steps_default
     rotate = cls.rotate_encoder_default if p["rotate_encoder"] is None else p["rotate_encoder"]
     train_cfg = TrainConfig(**train, rotate_encoder=rotate)
     train_run(particles, outdir, model_cfg, train_cfg, preprocess={"invert": p["invert"]}, device=p["device"],

@@ -32,10 +32,11 @@ from cryovae.models.registry import (
 from cryovae.models.spatial_vae import SpatialConfig, SpatialVAE
 from cryovae.models.target_vae import TargetConfig, TargetVAE
 from cryovae.models.transforms import rotate_images
+from cryovae.models.tvae import TVAE, TVAEConfig
 
 __all__ = [
     "CTF_COLUMNS", "Encoding", "LatentPrior", "LossTerms", "ModelConfig", "PoseVAE", "SpatialConfig",
-    "SpatialGenerator", "SpatialVAE", "StandardNormalPrior", "TargetConfig", "TargetVAE", "apply_ctf",
+    "SpatialGenerator", "SpatialVAE", "StandardNormalPrior", "TVAE", "TVAEConfig", "TargetConfig", "TargetVAE", "apply_ctf",
     "build_model", "check_ctf_finite", "compute_ctf", "config_from_dict", "ctf_parameters", "model_class",
     "model_classes", "model_config", "model_names", "option", "paper_config", "register_model",
     "rotate_images", "unregister_model", "wrap_angle",

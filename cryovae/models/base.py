@@ -190,6 +190,9 @@ class PoseVAE(nn.Module, abc.ABC):
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
     #: ``train`` turns the encoder's input by a random angle each step unless told otherwise
     rotate_encoder_default: ClassVar[bool] = False
+    #: ``train``'s --refine-steps when not given (None: TrainConfig's); 0 for a model without a
+    #: refinement objective (its :meth:`log_posterior` raises)
+    refine_steps_default: ClassVar[int | None] = None
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -264,6 +267,13 @@ class PoseVAE(nn.Module, abc.ABC):
     @abc.abstractmethod
     def infer(self, y: torch.Tensor) -> Encoding:
         """Deterministic per-particle summary of the posterior of ``y`` (B, box, box)."""
+
+    def capsule_sequence(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """For a model with capsules (the Topographic VAE): each particle of ``y`` (B, box, box)
+        turned through a full turn in S steps, (B, S, box, box), and the capsule activations of
+        every frame, (B, S, capsules, capsule size). None (this default) for a model without
+        capsules; ``cryovae analyze`` then draws no capsule maps."""
+        return None
 
     def log_posterior(self, y: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor,
                       ctf: torch.Tensor | None = None) -> torch.Tensor:

@@ -12,10 +12,12 @@ from cryovae.errors import CryovaeError
 from cryovae.models.base import ModelConfig, PoseVAE
 from cryovae.models.spatial_vae import SpatialVAE
 from cryovae.models.target_vae import TargetVAE
+from cryovae.models.tvae import TVAE
 
 _BUILT_IN: tuple[type[PoseVAE], ...] = (
     TargetVAE,
     SpatialVAE,
+    TVAE,
 )
 
 _REGISTRY: dict[str, type[PoseVAE]] = {}
