@@ -10,12 +10,14 @@ import dataclasses
 
 from cryovae.errors import CryovaeError
 from cryovae.models.base import ModelConfig, PoseVAE
+from cryovae.models.mce_vae import MCEVAE
 from cryovae.models.spatial_vae import SpatialVAE
 from cryovae.models.target_vae import TargetVAE
 
 _BUILT_IN: tuple[type[PoseVAE], ...] = (
     TargetVAE,
     SpatialVAE,
+    MCEVAE,
 )
 
 _REGISTRY: dict[str, type[PoseVAE]] = {}
