@@ -71,3 +71,30 @@ def write_class_set(folder: Path, n: int = 300, seed: int = 0, snr: float | None
     pd.DataFrame({"class": classes, "psi_deg": psi, "origin_x_A": origin[:, 0] * APIX,
                   "origin_y_A": origin[:, 1] * APIX}).to_csv(folder / "truth.csv", index=False)
     return classes
+
+
+#: ``cryovae train`` options of the shared class run (measured: see tests/test_mce_train.py)
+TRAIN_ARGS = ["--model", "mce", "--classes", str(N_CLASSES), "--box", str(BOX), "--epochs", "25", "--lr", "0.002",
+              "--batch-size", "32", "--gen-hidden", "64", "--gen-layers", "2", "--fourier-features", "16",
+              "--enc-channels", "16", "--head-hidden", "64", "--refine-steps", "0", "--device", "cpu",
+              "--seed", "0"]
+N_PARTICLES = 300
+
+
+def class_run_dir(base: Path) -> tuple[Path, Path, np.ndarray]:
+    """(run folder, particles.star, true 1-based classes) of an MCE-VAE run trained with
+    :data:`TRAIN_ARGS` on :func:`write_class_set`'s particles under ``base``, once per ``base``
+    (a finished run found there is reused). Use it through a session-scoped fixture."""
+    from click.testing import CliRunner
+
+    from cryovae.cli.main import cli
+
+    base = Path(base)
+    run, sim = base / "run", base / "sim"
+    if (run / "classes.star").exists() and (sim / "truth.csv").exists():
+        return run, sim / "particles.star", pd.read_csv(sim / "truth.csv")["class"].to_numpy()
+    truth = write_class_set(sim, n=N_PARTICLES, seed=0)
+    res = CliRunner().invoke(cli, ["train", str(sim / "particles.star"), "-o", str(run), *TRAIN_ARGS],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return run, sim / "particles.star", truth

@@ -75,6 +75,11 @@ def test_warp_by_a_rotation_is_rotate_images_and_a_shift_moves_the_particle():
 
 def test_mixture_prior_against_torch_distributions():
     prior = GaussianMixturePrior(2, 3)
+    fixed = GaussianMixturePrior(2, 5, spacing=4.0, learn_means=False)
+    assert "means" not in dict(fixed.named_parameters()) and "means" in fixed.state_dict()
+    d = torch.cdist(fixed.means, fixed.means)
+    np.testing.assert_allclose(torch.diagonal(d, 1).numpy(), 4.0, atol=1e-5)  # neighbours 4 apart
+    assert d[d > 0].min() >= 4.0 - 1e-5
     with torch.no_grad():
         prior.means.copy_(torch.tensor([[0.0, 1.0], [2.0, -1.0], [-3.0, 0.5]]))
         prior.log_stds.copy_(torch.tensor([[0.0, 0.2], [-0.3, 0.1], [0.4, -0.2]]))
@@ -116,7 +121,8 @@ def test_mce_contract_outputs_and_options():
     assert enc.z_mean.shape == (6, 2) and enc.theta.shape == (6,) and enc.center_px.shape == (6, 2)
     images = model.class_images()
     assert images.shape == (3, 16, 16)
-    # class k's image is the generator at the class's mixture mean, pose 0
+    # class k's image is the generator at the class's mixture mean, pose 0; decode(z) of a mean
+    # renders that mean's class
     mean, _ = model.decode(model.prior.means.detach(), torch.zeros(3), torch.zeros(3, 2))
     np.testing.assert_allclose(mean.detach().numpy(), images.numpy(), atol=1e-6)
     for bad, msg in (({"classes": 0}, "--classes"), ({"zdim": 0}, "--zdim")):
@@ -172,7 +178,8 @@ def test_cs_gets_cryosparc_class_0_based_and_class_posterior(tmp_path, class_lat
 
 
 def test_elbo_parts_are_the_class_marginal_bound():
-    # recon - kl_c - kl_z = log sum_c p(y, z, c | tau) + H(q(z | y)) at the posterior means
+    # recon - kl_c - kl_z = log sum_c exp(log pi_c + ll_c - KL_c) at the posterior means (eq. 13/14
+    # with the optimal class weights), and the class posterior is its softmax
     torch.manual_seed(1)
     model = _small_mce(invariance_weight=0.0, pose_consistency=0.0, class_balance=0.0)
     model.eval()
@@ -180,9 +187,20 @@ def test_elbo_parts_are_the_class_marginal_bound():
     terms = model(y, sample=False)
     post = model.encode(y)
     theta, c = pose_from_se2(se2_exp(post.tau_mu))
-    joint = model.class_posterior(model.class_log_likelihoods(y, post.z_mu, theta, c, None), post.z_mu)
-    entropy = (post.z_logstd + 0.5 * (math.log(2 * math.pi) + 1)).sum(1)
-    expected = torch.logsumexp(joint, 1) + entropy
+    ll = model.class_log_likelihoods(y, post.z_mu, theta, c, None)
+    pk = torch.distributions.Normal(model.prior.means.detach(), model.prior.log_stds.exp().detach())
+    kl = torch.stack([torch.distributions.kl_divergence(
+        torch.distributions.Normal(model.prior.means[k].detach() + post.z_mu, post.z_logstd.exp()),
+        torch.distributions.Normal(pk.loc[k], pk.scale[k])).sum(1) for k in range(3)], 1)
+    expected = torch.logsumexp(ll - kl - math.log(3), 1)
     got = terms.recon - terms.kl_parts["kl_c"] - terms.kl_parts["kl_z"]
     np.testing.assert_allclose(got.detach().numpy(), expected.detach().numpy(), rtol=1e-5, atol=1e-3)
     assert set(terms.kl_parts) == {"kl_c", "kl_z", "kl_theta", "kl_t"}
+    enc = model.infer(y)
+    np.testing.assert_allclose(enc.extras["class_prob"].numpy(), torch.softmax(ll - kl, 1).max(1).values.detach(),
+                               rtol=1e-5)
+    # a sure class puts z at its mixture mean plus the offset, and decode(z) renders that class
+    cls = enc.extras["class"] - 1
+    sure = enc.extras["class_prob"] > 0.999
+    np.testing.assert_allclose(enc.z_mean[sure].numpy(),
+                               (model.prior.means[cls[sure]] + post.z_mu[sure]).detach().numpy(), atol=1e-2)

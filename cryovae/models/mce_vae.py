@@ -3,41 +3,51 @@ for equivariant learning"): unsupervised, pose-invariant 2D classes.
 
 The latent of a particle is split three ways (the paper's Figure 2):
 
-* ``c``, the class: categorical over K classes, ``q(c | y) = softmax`` of the cluster extractor,
-  prior uniform (the paper's equi-mixture ``p_c = 1/K``);
-* ``z``, the continuous invariant latent: ``q(z | y) = N(mu, s^2)``, prior the Gaussian mixture
-  ``p(z | c) = N(mu_c, diag s_c^2)`` with learnable ``mu_c, s_c``
-  (:class:`cryovae.models.priors.GaussianMixturePrior`);
+* ``c``, the class: categorical over K classes, prior uniform (the paper's equi-mixture
+  ``p_c = 1/K``);
+* ``z``, the continuous invariant latent, with the Gaussian-mixture prior
+  ``p(z | c) = N(mu_c, diag s_c^2)`` (:class:`cryovae.models.priors.GaussianMixturePrior`: the
+  means fixed and ``prior_spacing`` apart, as the paper fixes them, eq. 15; the stds ``s_c``
+  learnt); the posterior given the class is ``q(z | y, c) = N(mu_c + m(y), s(y)^2)``: the encoder
+  gives z's offset from its class's mean;
 * ``tau`` in se(2), the transformation: coefficients of the Lie algebra's generators (one
   rotation, two translations, :data:`SE2_GENERATORS`), mapped to the group by the matrix
   exponential (:func:`se2_exp`); ``q(tau | y)`` Gaussian, the rotation's prior wide (std
   ``theta_prior_std``), the translations' ``N(0, translation_prior_px^2)``.
 
-The decoder is cryovae's spatial generator: the canonical image of class c is ``g(u, [z, onehot(c)])``
+The decoder is cryovae's spatial generator: the canonical image of class c at ``z = mu_c + m`` is
+``g(u, [m, onehot(c)])``
 and the particle is that image with the pose of ``exp(tau)`` applied to the coordinates,
 ``u = M p`` (M maps particle to template coordinates: ``M = [[R(theta), -R(theta) c], [0, 1]]``
 in the internal convention of :mod:`cryovae.geometry`, so theta and the centre c follow from
 the group element; the paper's spatial transformer samples the canonical image the same way).
 
-Why the class goes into the generator as a one-hot beside z (rather than only through z's
-mixture prior): the reconstruction term ``sum_c q(c | y) log p(y | z, c, tau)`` then compares
-each particle with K class templates, as RELION's and cryoSPARC's 2D classification compare it
-with K references; a class is what explains the particle best, not a region of z that a
-clustering must find afterwards. The mixture prior keeps z class-informative too, so
-:meth:`MCEVAE.decode` of a bare z (traversals, cluster centres, refinement) reads its class as
-the mixture component z belongs to (``argmax_c p(c | z)``).
+Why the generator reads the class one-hot beside z's offset: the reconstruction term then compares each
+particle with K class templates, as RELION's and cryoSPARC's 2D classification compare it with
+K references, and the class posterior ``q(c | y)`` is the exact one given the encoder's z and
+tau (:meth:`MCEVAE.class_posterior`): a class is what explains the particle best. Why z is
+class-relative: z then lies in its class's mixture component (``mu_c + m`` with ``m`` of order
+``s_c``, the means ``prior_spacing`` apart), so a bare z carries its class too, and
+:meth:`MCEVAE.decode` of one (traversals, cluster centres, refinement) renders it in the
+component it belongs to, ``argmax_c p(c | z)``; with an unconstrained z and learnt means, z had
+stayed between the components and that class disagreed with the particles' on half of them.
+(The generator reads the offset, not ``mu_c + m``: with the class means in its input the K
+templates differed from the start, the classes locked in before the poses were learnt, and
+the test set's accuracy fell from 0.98 to 0.37.)
 
-The objective per particle (nats, to maximise) is eq. 6 with the ELBO of eq. 7:
+The objective per particle (nats, to maximise) is eq. 6 with the ELBO of eq. 7, the class summed
+out exactly:
 
-``E_q[log p(y | z, c, tau)] - KL(q(c|y) || p(c)) - sum_c q(c|y) KL(q(z|y) || p(z|c)) - KL(q(tau|y) || p(tau))
-- alpha D - beta KL(qbar || p(c))``
+``log sum_c exp(log pi_c + log p(y | mu_c + m, c, tau) - KL(q(z | y, c) || p(z | c))) - KL(q(tau|y) || p(tau))
+- alpha D - gamma P - beta KL(qbar || p(c))``
 
-where ``sum_c q(c|y) KL(q(z|y) || p(z|c))`` is the mixture bound of eq. 13/14 (with the
-posterior's class weights), ``D`` the invariance loss of eq. 8 (``z``, the class probabilities
-and the canonical image of y against those of a copy of y transformed by a group element drawn
-uniformly, the copy's values held fixed) and the last term the class-balance term against the
-classic collapse of a mixture VAE into one class: ``qbar`` is the batch mean of ``q(c | y)``.
-The reconstruction sums over the K classes exactly (K generator passes per step).
+whose class weights ``q(c | y)`` make it the mixture bound of eq. 13/14 (``kl_z = sum_c q_c
+KL_c``), ``D`` the invariance loss of eq. 8 (z and the canonical image of y against those of a
+copy of y transformed by a group element drawn uniformly, the copy's values held fixed), ``P``
+a pose-consistency loss (not in the paper: the copy's pose must be the transformed pose) and the
+last term the class-balance term against the classic collapse of a mixture VAE into one class:
+``qbar`` is the batch mean of ``q(c | y)``. All K classes are rendered at each particle's pose
+in one generator pass (:meth:`cryovae.models.SpatialGenerator.render_codes`).
 
 The encoder (:class:`MCEEncoder`) is the paper's: a four-layer CNN with batch normalisation
 and ReLU (the "augmented encoder"), then three MLP extractors (class, z, tau).
@@ -66,7 +76,6 @@ from cryovae.models.base import (
 )
 from cryovae.models.ctf import apply_ctf
 from cryovae.models.distributions import (
-    LOG_2PI,
     gaussian_log_likelihood,
     kl_categorical,
     kl_normal,
@@ -138,10 +147,11 @@ class MCEConfig(ModelConfig):
     invariance_shift_px : the sampled group element's translations are uniform in
         ``[-invariance_shift_px, invariance_shift_px]`` pixels (its rotation uniform in [0, 2 pi)).
     enc_channels : channels of the encoder's first two convolutions (the last two have twice).
-    head_hidden : width of the class and z extractors (two hidden layers; the paper 512).
+    head_hidden : width of the z extractor (two hidden layers; the paper 512).
     tau_hidden : width of the transformation extractor (two hidden layers; the paper 32).
     theta_prior_std : prior std of the rotation coefficient, radians (pi: nearly uniform).
-    prior_spread : the mixture means start this many prior stds from the origin.
+    prior_spacing : distance between neighbouring mixture means (fixed), in units of the
+        components' starting std (1).
     """
 
     kind: ClassVar[str] = "mce"
@@ -157,10 +167,10 @@ class MCEConfig(ModelConfig):
         "--pose-consistency", "Weight of the pose-consistency loss (0 = the paper's objective)."))
     invariance_shift_px: float = 2.0
     enc_channels: int = field(default=32, metadata=option("--enc-channels", "Encoder CNN channels."))
-    head_hidden: int = field(default=256, metadata=option("--head-hidden", "Class and z extractor width."))
+    head_hidden: int = field(default=256, metadata=option("--head-hidden", "z extractor width."))
     tau_hidden: int = 32
     theta_prior_std: float = math.pi
-    prior_spread: float = 3.0
+    prior_spacing: float = 4.0
 
     def validate(self) -> None:
         super().validate()
@@ -174,8 +184,8 @@ class MCEConfig(ModelConfig):
             raise CryovaeError("the invariance shift range must be >= 0 pixels")
         if self.enc_channels < 1 or self.head_hidden < 1 or self.tau_hidden < 1:
             raise CryovaeError("encoder channels and extractor widths must be >= 1")
-        if self.theta_prior_std <= 0:
-            raise CryovaeError("prior standard deviations must be > 0")
+        if self.theta_prior_std <= 0 or self.prior_spacing <= 0:
+            raise CryovaeError("prior standard deviations and the mixture spacing must be > 0")
 
 
 @dataclass
@@ -199,13 +209,13 @@ def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
 
 class MCEEncoder(nn.Module):
     """The paper's encoder: four 3x3 convolutions with batch norm and ReLU (strides 1, 2, 2, 2)
-    give the augmented latent; three two-hidden-layer MLPs extract the class logits, z's posterior
-    and tau's. The rotation coefficient's mean is ``atan2`` of two outputs (an angle, continuous
+    give the augmented latent; two two-hidden-layer MLPs extract z's posterior (its class-relative
+    offset) and tau's (the class needs no extractor: :meth:`MCEVAE.class_posterior`). The rotation coefficient's mean is ``atan2`` of two outputs (an angle, continuous
     on the circle, which a regression of the angle itself is not).
 
     Parameters
     ----------
-    box : image size in pixels.  classes : K.  prior : the prior of z (its ``n_outputs``).
+    box : image size in pixels.  prior : the prior of z (its ``n_outputs``).
     channels : channels of the first two convolutions.  hidden, tau_hidden : extractor widths.
     """
 
@@ -253,7 +263,7 @@ class MCEVAE(PoseVAE):
     @classmethod
     def make_prior(cls, cfg: ModelConfig) -> LatentPrior:
         assert isinstance(cfg, MCEConfig)
-        return GaussianMixturePrior(cfg.zdim, cfg.classes, cfg.prior_spread)
+        return GaussianMixturePrior(cfg.zdim, cfg.classes, cfg.prior_spacing, learn_means=False)
 
     @classmethod
     def generator_inputs(cls, cfg: ModelConfig) -> int:
@@ -268,13 +278,13 @@ class MCEVAE(PoseVAE):
         return self.encoder(images)
 
     # -- decoding ------------------------------------------------------------------------------
-    def decode_class(self, z: torch.Tensor, classes: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor,
+    def decode_class(self, offset: torch.Tensor, classes: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor,
                      ctf: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Generator mean of class ``classes`` (B,) 0-based (or (B, K) class weights), z (B, zdim),
-        at the pose (theta (B,) radians, centre (B, 2) pixels, centred-template frame); and its
-        log sigma."""
-        code = F.one_hot(classes.long(), self.n_classes).to(z.dtype) if classes.dim() == 1 else classes.to(z.dtype)
-        mean, log_sigma = self.generator(torch.cat([z, code], dim=1), theta, center_px)
+        """Generator mean of class ``classes`` (B,) 0-based at ``z = mu_c + offset`` (offset (B,
+        zdim), the generator reads ``[offset, onehot(c)]``), at the pose (theta (B,) radians,
+        centre (B, 2) pixels, centred-template frame); and its log sigma."""
+        code = F.one_hot(classes.long(), self.n_classes).to(offset.dtype)
+        mean, log_sigma = self.generator(torch.cat([offset, code], dim=1), theta, center_px)
         if ctf is not None:
             mean = apply_ctf(mean, ctf)
         return mean, (self.log_sigma if log_sigma is None else log_sigma)
@@ -282,29 +292,35 @@ class MCEVAE(PoseVAE):
     def decode(self, z: torch.Tensor | None, theta: torch.Tensor, center_px: torch.Tensor,
                ctf: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`PoseVAE.decode`: z (B, zdim) is rendered in the class of the mixture component
-        it belongs to, ``argmax_c p(c | z)``."""
+        it belongs to, ``c = argmax_c p(c | z)``, at its offset ``z - mu_c`` from that mean."""
         assert z is not None
         classes = self.prior.log_responsibilities(z).argmax(1)
-        return self.decode_class(z, classes, theta, center_px, ctf)
+        return self.decode_class(z - self.prior.means[classes].to(z.dtype), classes, theta, center_px, ctf)
 
     def class_images(self) -> torch.Tensor:
-        """(K, box, box): class k + 1's canonical image ``g(0, [mu_k, onehot(k)])`` (pose 0,
-        centre 0: the template centred by ``recenter_template``; no CTF)."""
+        """(K, box, box): class k + 1's canonical image, the generator at its mixture mean
+        (offset 0), pose 0 and centre 0 (the template centred by ``recenter_template``), no CTF."""
         k = self.n_classes
         dev = self.prior.means.device
         with torch.no_grad():
-            mean, _ = self.decode_class(self.prior.means.detach().float(), torch.arange(k, device=dev),
+            mean, _ = self.decode_class(torch.zeros(k, self.zdim, device=dev), torch.arange(k, device=dev),
                                         torch.zeros(k, device=dev), torch.zeros(k, 2, device=dev))
         return mean.float()
 
-    def class_log_likelihoods(self, y: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor,
-                              ctf: torch.Tensor | None) -> torch.Tensor:
-        """``log p(y | z, c, theta, centre)`` for every class c: (B, K) nats; the centre in the
-        encoder's (un-centred) frame."""
+    def class_codes(self, offset: torch.Tensor) -> torch.Tensor:
+        """The generator input ``[offset, onehot(c)]`` of every class: (B, K, zdim + K) for z's
+        class-relative ``offset`` (B, zdim) (``z = mu_c + offset``)."""
+        b, k = offset.shape[0], self.n_classes
+        return torch.cat([offset[:, None, :].expand(b, k, offset.shape[1]),
+                          torch.eye(k, device=offset.device, dtype=offset.dtype).expand(b, k, k)], dim=2)
+
+    def class_log_likelihoods(self, y: torch.Tensor, offset: torch.Tensor, theta: torch.Tensor,
+                              center_px: torch.Tensor, ctf: torch.Tensor | None) -> torch.Tensor:
+        """``log p(y | z = mu_c + offset, c, theta, centre)`` for every class c: (B, K) nats; the
+        centre in the encoder's (un-centred) frame."""
         b, k = y.shape[0], self.n_classes
-        codes = torch.cat([z[:, None, :].expand(b, k, z.shape[1]),
-                           torch.eye(k, device=z.device, dtype=z.dtype).expand(b, k, k)], dim=2)
-        mean, log_sigma = self.generator.render_codes(codes, theta, self.generator.centred_pose(theta, center_px))
+        mean, log_sigma = self.generator.render_codes(self.class_codes(offset), theta,
+                                                      self.generator.centred_pose(theta, center_px))
         if ctf is not None:
             mean = apply_ctf(mean, ctf[:, None])
         log_sigma = self.log_sigma if log_sigma is None else log_sigma.flatten(0, 1)
@@ -332,11 +348,12 @@ class MCEVAE(PoseVAE):
         """The invariance loss (eq. 8) and the pose-consistency loss, per particle (B,) each, for
         one group element M per particle and the transformed copy ``y'(p) = y(M p)``.
 
-        Invariance: ``|z(y) - z*(y')|^2`` plus the squared difference of the canonical images of
-        class ``classes`` (B,) 0-based, ``g(z(y))`` and ``g(z*(y'))`` at pose 0, over ``2 sigma^2``
-        (the Gaussian counterpart of the paper's BCE); starred values carry no gradient. (The
-        class needs no term of its own: its posterior compares the particle with the class
-        templates at the particle's pose.)
+        Invariance: ``|z(y) - z*(y')|^2`` (of z's class-relative posterior means) plus the
+        squared difference of the canonical images of class ``classes`` (B,) 0-based,
+        ``g(mu_c + z(y))`` and ``g(mu_c + z*(y'))`` at pose 0, over ``2 sigma^2`` (the Gaussian
+        counterpart of the paper's BCE); starred values carry no gradient. (The class needs no
+        term of its own: its posterior compares the particle with the class templates at the
+        particle's pose.)
 
         Pose consistency (not in the paper): the copy's group element must be ``exp(tau(y)) M``
         (a particle read at ``u = A p`` is, transformed, read at ``u = A M p``):
@@ -362,39 +379,39 @@ class MCEVAE(PoseVAE):
         d_a = ((pred[:, :2, 2] - target[:, :2, 2]) ** 2).sum(1) / self.cfg.translation_prior_px**2
         return invariance, 4 * (1 - cos_d) + d_a
 
-    def class_posterior(self, ll: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """``log p(y, z, c | tau)`` for every class (B, K): the class log likelihoods ``ll`` (B, K)
-        plus ``log pi_c + log N(z; mu_c, s_c^2)`` of z (B, zdim); its softmax over c is the
-        exact class posterior ``q(c | y) = p(c | y, z, tau)``."""
-        return ll + self.prior.component_log_density(z) - 0.5 * self.zdim * LOG_2PI
+    def class_posterior(self, ll: torch.Tensor, z_params: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """``log pi_c + log p(y | z, c, tau) - KL(q(z | y, c) || p(z | c))`` for every class
+        (B, K), from the class log likelihoods ``ll`` (B, K) and z's class-relative posterior
+        ``(m, log s)``; its softmax over c is the class posterior ``q(c | y)`` that maximises the
+        ELBO, and its logsumexp the ELBO with the class summed out."""
+        return self.prior.log_weights + ll - self.prior.offset_kl(z_params)
 
     def forward(self, y: torch.Tensor, ctf: torch.Tensor | None = None, *, sample: bool = True,
                 generator: torch.Generator | None = None, zero_z: bool = False,
                 rotate_encoder: bool = False) -> LossTerms:
         """The objective's terms for images ``y`` (B, box, box) (see the module docstring): one
         sample of z and tau when ``sample`` (else the posterior means), the class summed out
-        exactly. The ELBO ``log sum_c p(y, z, c | tau) + H(q(z | y)) - KL_tau`` is reported as
-        ``recon = sum_c q_c log p(y | z, c, tau)``, ``kl_c = KL(q(c | y) || pi)`` and
-        ``kl_z = -sum_c q_c log N(z; mu_c, s_c^2) - H(q(z | y))``. ``zero_z`` feeds the generator
-        z = 0 (the prior still scores the sample). ``rotate_encoder`` is ignored: the invariance
+        exactly. The ELBO ``log sum_c exp(log pi_c + log p(y | z_c, c, tau) - KL_z,c) - KL_tau``
+        is reported as ``recon = sum_c q_c log p(y | z_c, c, tau)``, ``kl_c = KL(q(c | y) || pi)``
+        and ``kl_z = sum_c q_c KL(q(z | y, c) || p(z | c))`` (eq. 14). ``zero_z`` feeds the
+        generator the class means (z's offset 0). ``rotate_encoder`` is ignored: the invariance
         loss already shows the encoder transformed copies."""
         post = self.encode(y)
         z_params = (post.z_mu, post.z_logstd)
         tau = post.tau_mu
         if sample:
-            z = self.prior.sample(z_params, generator)
+            offset = self.prior.sample(z_params, generator)
             tau = tau + post.tau_logstd.exp() * randn_like(tau.shape, tau, generator)
         else:
-            z = post.z_mu
+            offset = post.z_mu
         theta, center = pose_from_se2(se2_exp(tau))
-        ll = self.class_log_likelihoods(y, torch.zeros_like(z) if zero_z else z, theta, center, ctf)
-        joint = self.class_posterior(ll, z)
+        ll = self.class_log_likelihoods(y, torch.zeros_like(offset) if zero_z else offset, theta, center, ctf)
+        joint = self.class_posterior(ll, z_params)
         log_q = torch.log_softmax(joint, 1)
         q = log_q.exp()
         log_pi = self.prior.log_weights[None]
-        entropy_z = (post.z_logstd + 0.5 * (LOG_2PI + 1.0)).sum(1)
         parts = {"kl_c": kl_categorical(log_q, log_pi),
-                 "kl_z": -(q * (joint - ll - log_pi)).sum(1) - entropy_z,
+                 "kl_z": (q * self.prior.offset_kl(z_params)).sum(1),
                  **self.kl_tau(post)}
         if self.cfg.class_balance > 0:
             q_bar = q.mean(0, keepdim=True)
@@ -410,14 +427,19 @@ class MCEVAE(PoseVAE):
 
     @torch.no_grad()
     def infer(self, y: torch.Tensor) -> Encoding:
-        """The pose of ``exp(tau)`` at tau's posterior mean; z's posterior mean and std; extras
-        ``class`` (B,) int64 1-based, the most probable class of ``p(c | y, z, tau)`` at those
-        means, and ``class_prob`` (B,) its probability."""
+        """The pose of ``exp(tau)`` at tau's posterior mean; extras ``class`` (B,) int64 1-based,
+        the most probable class of ``q(c | y)`` at those means, and ``class_prob`` (B,) its
+        probability; z's posterior mean and std are those of the mixture
+        ``sum_c q_c N(mu_c + m, s^2)`` (for a sure class: ``mu_c + m`` and ``s``)."""
         post = self.encode(y)
         theta, center = pose_from_se2(se2_exp(post.tau_mu))
+        z_params = (post.z_mu, post.z_logstd)
         ll = self.class_log_likelihoods(y, post.z_mu, theta, center, None)
-        q = torch.softmax(self.class_posterior(ll, post.z_mu), 1)
+        q = torch.softmax(self.class_posterior(ll, z_params), 1)
         prob, cls = q.max(1)
-        return Encoding(z_mean=post.z_mu, z_std=post.z_logstd.exp(), theta=wrap_angle(theta),
-                        center_px=self.generator.centred_pose(theta, center), prob=None,
+        means = self.prior.means.float()
+        mix_mean = q @ means
+        mix_var = q @ (means**2) - mix_mean**2
+        return Encoding(z_mean=mix_mean + post.z_mu, z_std=(post.z_logstd.exp() ** 2 + mix_var.clamp_min(0)).sqrt(),
+                        theta=wrap_angle(theta), center_px=self.generator.centred_pose(theta, center), prob=None,
                         extras={CLASS_EXTRA: (cls + 1).to(torch.int64), CLASS_PROB_EXTRA: prob})

@@ -82,6 +82,13 @@ class StandardNormalPrior(LatentPrior):
         mu, logstd = raw.narrow(dim, 0, self.zdim), raw.narrow(dim, self.zdim, self.zdim)
         return mu, logstd
 
+    def offset_kl(self, params) -> torch.Tensor:
+        """``KL(N(mu_k + m, s^2) || N(mu_k, s_k^2)) = KL(N(m, s^2) || N(0, s_k^2))`` for a
+        posterior given as the offset ``(m, log s)`` (B, zdim) from the component's mean: (B, K)."""
+        m, logstd = (p.float()[:, None, :] for p in params)
+        ls = self.log_stds.float()
+        return (ls - logstd + 0.5 * (torch.exp(2 * (logstd - ls)) + (m * torch.exp(-ls)) ** 2) - 0.5).sum(-1)
+
     def kl(self, params, dim: int = 1) -> torch.Tensor:
         mu, logstd = params
         return kl_normal(mu, logstd).sum(dim)
@@ -113,30 +120,35 @@ class GaussianMixturePrior(LatentPrior, nn.Module):
     :class:`StandardNormalPrior`).
 
     It is an ``nn.Module`` too, so a model that holds it as ``model.prior`` trains and saves its
-    means (``prior.means``, (K, zdim)) and log stds (``prior.log_stds``, (K, zdim)).
+    log stds (``prior.log_stds``, (K, zdim), learnable, starting at 0) and its means
+    (``prior.means``, (K, zdim): a parameter with ``learn_means``, else a fixed buffer).
 
-    The means start on a circle (zdim 1: a line) of radius ``spread`` prior units, so the
-    components begin apart; ``s_k`` starts at 1.
+    The means lie ``spacing`` prior units apart: on a line for zdim 1, else on a circle in the
+    first two dimensions (neighbours ``spacing`` apart; two components: +-spacing/2 on z1).
 
     Parameters
     ----------
-    zdim : dimensions of z (>= 1).  n_components : K (>= 1).  spread : the starting distance of
-        the means from the origin, in units of the starting component std.
+    zdim : dimensions of z (>= 1).  n_components : K (>= 1).  spacing : distance between
+        neighbouring means.  learn_means : train the means too.
     """
 
-    def __init__(self, zdim: int, n_components: int, spread: float = 2.0) -> None:
+    def __init__(self, zdim: int, n_components: int, spacing: float = 4.0, learn_means: bool = True) -> None:
         nn.Module.__init__(self)
         self.zdim = int(zdim)
         self.n_outputs = 2 * self.zdim
-        self.n_components = int(n_components)
-        angle = torch.arange(self.n_components, dtype=torch.float32) * (2 * math.pi / self.n_components)
-        means = torch.zeros(self.n_components, self.zdim)
-        if self.zdim == 1:
-            means[:, 0] = torch.linspace(-spread, spread, self.n_components) if self.n_components > 1 else 0.0
+        self.n_components = k = int(n_components)
+        means = torch.zeros(k, self.zdim)
+        if self.zdim == 1 or k <= 2:
+            means[:, 0] = spacing * (torch.arange(k, dtype=torch.float32) - (k - 1) / 2)
         else:
-            means[:, 0], means[:, 1] = spread * torch.cos(angle), spread * torch.sin(angle)
-        self.means = nn.Parameter(means)
-        self.log_stds = nn.Parameter(torch.zeros(self.n_components, self.zdim))
+            radius = spacing / (2 * math.sin(math.pi / k))
+            angle = torch.arange(k, dtype=torch.float32) * (2 * math.pi / k)
+            means[:, 0], means[:, 1] = radius * torch.cos(angle), radius * torch.sin(angle)
+        if learn_means:
+            self.means = nn.Parameter(means)
+        else:
+            self.register_buffer("means", means)
+        self.log_stds = nn.Parameter(torch.zeros(k, self.zdim))
 
     @property
     def log_weights(self) -> torch.Tensor:
@@ -153,6 +165,13 @@ class GaussianMixturePrior(LatentPrior, nn.Module):
         m, ls = self.means.float(), self.log_stds.float()  # (K, zdim)
         kl = ls - logstd + 0.5 * (torch.exp(2 * (logstd - ls)) + ((mu - m) * torch.exp(-ls)) ** 2) - 0.5
         return kl.sum(-1)
+
+    def offset_kl(self, params) -> torch.Tensor:
+        """``KL(N(mu_k + m, s^2) || N(mu_k, s_k^2)) = KL(N(m, s^2) || N(0, s_k^2))`` for a
+        posterior given as the offset ``(m, log s)`` (B, zdim) from the component's mean: (B, K)."""
+        m, logstd = (p.float()[:, None, :] for p in params)
+        ls = self.log_stds.float()
+        return (ls - logstd + 0.5 * (torch.exp(2 * (logstd - ls)) + (m * torch.exp(-ls)) ** 2) - 0.5).sum(-1)
 
     def kl(self, params, dim: int = 1) -> torch.Tensor:
         """An upper bound of ``KL(q || p)`` (no closed form for a mixture): the tightest bound of
