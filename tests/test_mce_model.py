@@ -34,6 +34,8 @@ def test_se2_exp_of_the_rotation_generator_is_the_rotation_matrix():
     np.testing.assert_allclose(m[:, :2, :2].numpy(), rotation_matrix(omega.numpy()), atol=1e-6)
     np.testing.assert_allclose(m[:, :2, 2].numpy(), 0.0, atol=1e-6)
     np.testing.assert_allclose(m[:, 2].numpy(), np.tile([0.0, 0.0, 1.0], (3, 1)), atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # training's autocast leaves it in float32
+        assert se2_exp(torch.zeros(1, 3)).dtype == torch.float32
 
 
 def test_se2_exp_translation_and_the_closed_form_with_rotation():
@@ -204,3 +206,25 @@ def test_elbo_parts_are_the_class_marginal_bound():
     sure = enc.extras["class_prob"] > 0.999
     np.testing.assert_allclose(enc.z_mean[sure].numpy(),
                                (model.prior.means[cls[sure]] + post.z_mu[sure]).detach().numpy(), atol=1e-2)
+
+
+def test_ctf_multiplies_every_class_template():
+    # with --ctf each class's template is multiplied by the particle's own CTF
+    from cryovae.models import compute_ctf
+    from cryovae.models.distributions import gaussian_log_likelihood
+
+    torch.manual_seed(2)
+    model = _small_mce(ctf=True, pixel_size=3.0)
+    model.eval()
+    y = torch.randn(4, 16, 16)
+    params = torch.tensor([[15000.0, 14000.0, 30.0, 300.0, 2.7, 0.1, 0.0]]).repeat(4, 1)
+    params[:, 0] += torch.arange(4) * 3000.0
+    ctf = compute_ctf(params, 16, 3.0)
+    z, theta, c = torch.randn(4, 2), torch.rand(4), torch.zeros(4, 2)
+    ll = model.class_log_likelihoods(y, z, theta, c, ctf)
+    for k in range(3):
+        mean, log_sigma = model.decode_class(z, torch.full((4,), k), theta, model.generator.centred_pose(theta, c), ctf)
+        np.testing.assert_allclose(ll[:, k].detach().numpy(),
+                                   gaussian_log_likelihood(y, mean, log_sigma).detach().numpy(), rtol=1e-5)
+    assert not torch.allclose(ll, model.class_log_likelihoods(y, z, theta, c, None))
+    assert torch.isfinite(model(y, ctf, generator=torch.Generator().manual_seed(0)).elbo).all()

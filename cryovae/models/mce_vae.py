@@ -98,8 +98,9 @@ def se2_exp(tau: torch.Tensor) -> torch.Tensor:
     tau : (B, 3) ``(omega, t_x, t_y)``: rotation in radians, translations in pixels.
     Returns (B, 3, 3): ``[[R(omega), V(omega) t], [0, 0, 1]]`` (``torch.linalg.matrix_exp``).
     """
-    m = torch.einsum("bi,ijk->bjk", tau.float(), SE2_GENERATORS.to(tau.device))
-    return torch.linalg.matrix_exp(m)
+    with torch.autocast(tau.device.type, enabled=False):  # float32 even under bfloat16 autocast
+        m = torch.einsum("bi,ijk->bjk", tau.float(), SE2_GENERATORS.to(tau.device))
+        return torch.linalg.matrix_exp(m)
 
 
 def pose_from_se2(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
