@@ -273,8 +273,10 @@ def _class_section(run, outdir: Path, report: Report, lat, star) -> None:
     )
 
     classes = run_classes(lat)
+    if classes is None:
+        return
     avg = class_averages(run.model, classes, run.pixel_size)
-    if avg is None or classes is None:
+    if avg is None:
         return
     write_class_files(avg, outdir / RunDir.CLASS_STACK, outdir / RunDir.CLASS_STAR, outdir / RunDir.CLASS_PNG)
     stars = write_class_stars(outdir, star.blocks, star.data_block, classes, avg.k)
