@@ -27,6 +27,8 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListWidget,
+    QListWidgetItem,
     QProgressBar,
     QPushButton,
     QSlider,
@@ -42,6 +44,8 @@ from napari_plugin.latent_plot import LatentPlot
 from napari_plugin.latent_space import (
     PCA_MODE,
     Session,
+    class_gallery,
+    class_mask,
     colour_options,
     colour_values,
     decode_one,
@@ -56,6 +60,7 @@ from napari_plugin.latent_space import (
     region_mask,
     save_selection,
     selection_images,
+    session_classes,
     slider_position,
     slider_value,
     traversal_for,
@@ -72,6 +77,7 @@ POSE_FREE = "cryovae pose-free"
 PANELS = (PARTICLE, RECONSTRUCTION, POSE_FREE)
 SELECTION_AVERAGE = "cryovae selection average"
 SELECTION_MEAN = "cryovae selection decoded mean"
+CLASSES = "cryovae classes"
 #: integer positions of each latent slider.
 SLIDER_STEPS = 400
 #: gap between tiled layers, in model pixels.
@@ -116,6 +122,7 @@ class LatentExplorer(QWidget):
         self._slider_labels: list[QLabel] = []
         self._contrast = (0.0, 1.0)
         self._workers: list = []
+        self.class_averages = None
         self._build_ui()
 
     # ================================================================== UI
@@ -214,6 +221,17 @@ class LatentExplorer(QWidget):
         srow.addWidget(self.clear_button)
         srow.addWidget(self.save_button)
         outer.addWidget(chosen)
+
+        self.classes_box = QGroupBox("2D classes")
+        crow = QVBoxLayout(self.classes_box)
+        self.class_list = QListWidget()
+        self.class_list.setToolTip("Click a class to select its particles; tick classes to select them "
+                                   "together, then Save selection")
+        self.class_list.itemClicked.connect(self._class_clicked)
+        self.class_list.itemChanged.connect(self._class_ticked)
+        crow.addWidget(self.class_list)
+        self.classes_box.setVisible(False)
+        outer.addWidget(self.classes_box)
 
         particles = QGroupBox("Particle")
         prow = QHBoxLayout(particles)
@@ -380,6 +398,7 @@ class LatentExplorer(QWidget):
         self.particle_spin.setRange(0, session.n_particles if session.stack is not None else 0)
         self.particle_spin.setValue(0)
         self.particle_spin.blockSignals(False)
+        self._install_classes()
         if modes:
             self._mode_changed()
         elif session.zdim == 0:
@@ -387,6 +406,58 @@ class LatentExplorer(QWidget):
         else:
             self.plot.show_message("no latents yet: encode the particles")
         self._set_enabled(True)
+
+    # ================================================================== classes
+    def _install_classes(self) -> None:
+        """The class list (largest class first) and the ``cryovae classes`` gallery layer for a run
+        whose model assigns classes; both hidden / removed for another."""
+        self.class_averages = session_classes(self.session)
+        self.class_list.blockSignals(True)
+        self.class_list.clear()
+        if CLASSES in self.viewer.layers:
+            self.viewer.layers.remove(CLASSES)
+        avg = self.class_averages
+        self.classes_box.setVisible(avg is not None)
+        if avg is not None:
+            for k in avg.order():
+                item = QListWidgetItem(f"class {k + 1}: {int(avg.counts[k])} particles ({100 * avg.fractions[k]:.0f}%)")
+                item.setData(Qt.ItemDataRole.UserRole, int(k + 1))
+                item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+                item.setCheckState(Qt.CheckState.Unchecked)
+                self.class_list.addItem(item)
+            layer = self._show(CLASSES, class_gallery(avg, gap=GAP), 0, 3)
+            layer.metadata["class_order"] = [int(k + 1) for k in avg.order()]
+        self.class_list.blockSignals(False)
+
+    def class_numbers(self) -> list[int]:
+        """The 1-based classes in the list's order (largest first)."""
+        return [int(self.class_list.item(i).data(Qt.ItemDataRole.UserRole)) for i in range(self.class_list.count())]
+
+    def checked_classes(self) -> list[int]:
+        """The ticked classes, 1-based, in the list's order."""
+        return [int(self.class_list.item(i).data(Qt.ItemDataRole.UserRole)) for i in range(self.class_list.count())
+                if self.class_list.item(i).checkState() == Qt.CheckState.Checked]
+
+    def select_classes(self, classes) -> None:
+        """Select the particles of the 1-based ``classes`` (highlighted on the plot, their aligned
+        average shown; Save selection writes them); the list's ticks follow."""
+        wanted = {int(c) for c in classes}
+        self.class_list.blockSignals(True)
+        for i in range(self.class_list.count()):
+            item = self.class_list.item(i)
+            checked = int(item.data(Qt.ItemDataRole.UserRole)) in wanted
+            item.setCheckState(Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked)
+        self.class_list.blockSignals(False)
+        if not wanted:
+            self.clear_selection()
+            return
+        self.set_selection(class_mask(self.session, sorted(wanted)))
+
+    def _class_clicked(self, item) -> None:
+        self.select_classes([int(item.data(Qt.ItemDataRole.UserRole))])
+
+    def _class_ticked(self, _item) -> None:
+        self.select_classes(self.checked_classes())
 
     # ================================================================== encoding
     def encode_particles(self, path: str | Path):
@@ -647,5 +718,5 @@ class LatentExplorer(QWidget):
                           + (f", z = ({z_text})" if z_text else ""))
 
 
-__all__ = ["DECODED", "PANELS", "PCA_MODE", "POSE_FREE", "PARTICLE", "RECONSTRUCTION", "SELECTION_AVERAGE",
+__all__ = ["CLASSES", "DECODED", "PANELS", "PCA_MODE", "POSE_FREE", "PARTICLE", "RECONSTRUCTION", "SELECTION_AVERAGE",
            "SELECTION_MEAN", "TRAVERSAL", "LatentExplorer"]

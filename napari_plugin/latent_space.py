@@ -15,12 +15,21 @@ from pathlib import Path
 import numpy as np
 from matplotlib.path import Path as PolygonPath
 
-from cryovae.analysis import Traversal, decode_frames, dims_traversal, fit_pca, pc_traversal
+from cryovae.analysis import (
+    ClassAverages,
+    Traversal,
+    class_averages,
+    decode_frames,
+    dims_traversal,
+    fit_pca,
+    pc_traversal,
+    run_classes,
+)
 from cryovae.errors import CryovaeError
 from cryovae.geometry import apply_relion_alignment
 from cryovae.inference import Latents, TrainedRun
 from cryovae.io import ParticleStack, read_particles, read_run_particles
-from cryovae.workflows import write_selection
+from cryovae.workflows import SelectionCriteria, selection_mask, write_selection
 
 log = logging.getLogger(__name__)
 
@@ -358,3 +367,37 @@ def save_selection(session: Session, mask: np.ndarray, path: str | Path) -> Path
     if session.stack is None or session.latents is None:
         raise CryovaeError("no particle file loaded: choose the run's particle file before saving a selection")
     return write_selection(session.stack, session.latents, mask, path)
+
+
+# --------------------------------------------------------------------------- classes
+def session_classes(session: Session) -> ClassAverages | None:
+    """The class averages of a run whose model assigns classes (MCE-VAE), with the particles'
+    counts from the session's latents; None for another run (or before there are latents)."""
+    if session.latents is None:
+        return None
+    classes = run_classes(session.latents)
+    if classes is None:
+        return None
+    return class_averages(session.run.model, classes, session.run.pixel_size)
+
+
+def class_gallery(avg: ClassAverages, cols: int = 8, gap: int = 4) -> np.ndarray:
+    """The class images tiled largest class first, ``cols`` per row, ``gap`` pixels apart (the
+    gaps at the images' minimum): (rows (box + gap) - gap, cols' (box + gap) - gap) float32."""
+    order = avg.order()
+    k, box = len(order), avg.images.shape[-1]
+    cols = min(cols, k)
+    rows = -(-k // cols)
+    out = np.full((rows * (box + gap) - gap, cols * (box + gap) - gap), float(avg.images.min()), np.float32)
+    for i, c in enumerate(order):
+        r, q = divmod(i, cols)
+        out[r * (box + gap): r * (box + gap) + box, q * (box + gap): q * (box + gap) + box] = avg.images[c]
+    return out
+
+
+def class_mask(session: Session, classes) -> np.ndarray:
+    """(n,) bool: the particles of the 1-based ``classes``, as ``cryovae select --class`` picks
+    them (:func:`cryovae.workflows.selection_mask`)."""
+    if session.latents is None:
+        raise CryovaeError("no latents: encode the particles first")
+    return selection_mask(session.latents, SelectionCriteria(classes=tuple(int(c) for c in classes)))

@@ -34,7 +34,7 @@ class _Run:
         self.rundir, self.box, self.zdim, self.pixel_size = rundir, BOX, z.shape[1], 3.0
         self.config = SimpleNamespace(model=SimpleNamespace(kind="target"), input={})
         self._lat = SimpleNamespace(z_mean=z.astype(np.float32), psi_deg=rng.uniform(-180, 180, n),
-                                    origin_A=rng.normal(size=(n, 2)), prob=rng.uniform(size=n))
+                                    origin_A=rng.normal(size=(n, 2)), prob=rng.uniform(size=n), extras={})
         optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnImagePixelSize": [3.0], "rlnImageSize": [BOX]})
         particles = pd.DataFrame({"rlnImageName": [f"{i + 1:06d}@s.mrcs" for i in range(n)],
                                   "rlnOpticsGroup": 1, "rlnDefocusU": rng.uniform(1e4, 2e4, n)})

@@ -97,9 +97,9 @@ def _invoke(args):
 
 
 def test_a_registered_model_is_offered_by_train_help(plain):
-    assert model_names() == ("target", "spatial", "tvae", "plain")
+    assert model_names() == ("target", "spatial", "mce", "tvae", "plain")
     out = _invoke(["train", "--help"]).output
-    assert "[target|spatial|tvae|plain]" in out
+    assert "[target|spatial|mce|tvae|plain]" in out
     section = out.split("plain VAE (--model plain):", 1)[1]
     assert "--plain-hidden" in section and "[default: 32]" in section
     assert "--plain-hidden" not in out.split("plain VAE (--model plain):", 1)[0]

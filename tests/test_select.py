@@ -100,7 +100,7 @@ def test_classes_of_a_class_producing_model(tmp_path):
     r = _select("--class", "2", "-o", out, run=run)
     assert r.exit_code == 0, r.output
     np.testing.assert_array_equal(_kept_indices(out), np.flatnonzero(classes == 2))
-    assert set(_rows(out)["cryovaeClass"]) == {2}
+    assert set(_rows(out)["rlnClassNumber"]) == {2}
     r = _select("--class", "2", "-o", out)
     assert r.exit_code == 2 and "writes no classes" in r.output
 

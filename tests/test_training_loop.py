@@ -29,13 +29,14 @@ def _stack(n=96, seed=0):
 
 
 def _cfgs(kind="target", epochs=2, **train):
-    own = {"target": dict(group="p4", enc_fields=4, enc_kernel=11), "spatial": dict(enc_hidden=(64,))}[kind]
+    own = {"target": dict(group="p4", enc_fields=4, enc_kernel=11), "spatial": dict(enc_hidden=(64,)),
+           "mce": dict(classes=2, enc_channels=8, head_hidden=32)}[kind]
     mcfg = ModelConfig.for_model(kind, box=BOX, gen_hidden=32, fourier_features=16, **own)
     tcfg = TrainConfig(epochs=epochs, batch_size=16, lr=2e-3, seed=3, val_fraction=0.25, **train)
     return mcfg, tcfg
 
 
-@pytest.mark.parametrize("kind", ["target", "spatial"])
+@pytest.mark.parametrize("kind", ["target", "spatial", "mce"])
 def test_elbo_improves_on_a_small_synthetic_stack(tmp_path, kind, device):
     """On every available device (CUDA trains with bf16 autocast)."""
     torch.set_num_threads(2)

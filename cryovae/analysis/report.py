@@ -11,6 +11,9 @@
 * ``traversal.png`` (the default traversal, see :mod:`cryovae.analysis.traverse`);
 * ``poses.png`` (rotations, origins, pose probability), ``learning_curve.png`` (metrics.csv);
 * ``examples.png`` (input, reconstruction, pose-free image of a few particles);
+* for a model that assigns classes (MCE-VAE): ``classes.mrcs``, ``classes.star``, ``classes.png``
+  (the class averages, :mod:`cryovae.analysis.class_averages`) and ``class_001.star`` … (each
+  class's rows of RUNDIR/particles.star);
 * ``summary.json`` (the numbers) and ``index.html`` showing all of it.
 """
 
@@ -188,6 +191,7 @@ def analyze_run(run, outdir: str | Path, cfg: AnalyzeConfig) -> Report:
         _latent_sections(run, outdir, cfg, report, np.asarray(lat.z_mean, np.float64), star, color)
     else:
         log.info("zdim = 0: no latent space to plot or cluster")
+    _class_section(run, outdir, report, lat, star)
     _pose_section(outdir, report, lat, run.pixel_size)
     _learning_section(outdir, report, files.metrics)
     _example_section(run, outdir, cfg, report, lat)
@@ -258,6 +262,31 @@ def _latent_sections(run, outdir: Path, cfg: AnalyzeConfig, report: Report, z: n
     report.add("Latent traversal", [_save(plots.traversal_figure(tframes, traversal), outdir, "traversal.png")],
                "Images decoded at rotation 0 and centre 0 from the 5th to the 95th percentile of the "
                "posterior means (cryovae traverse writes the frames as .mrcs and GIF).")
+
+
+def _class_section(run, outdir: Path, report: Report, lat, star) -> None:
+    """classes.mrcs / .star / .png and class_NNN.star for a model that assigns classes."""
+    from cryovae.analysis.class_averages import (
+        class_averages,
+        run_classes,
+        write_class_files,
+        write_class_stars,
+    )
+
+    classes = run_classes(lat)
+    if classes is None:
+        return
+    avg = class_averages(run.model, classes, run.pixel_size)
+    if avg is None:
+        return
+    write_class_files(avg, outdir / RunDir.CLASS_STACK, outdir / RunDir.CLASS_STAR, outdir / RunDir.CLASS_PNG)
+    stars = write_class_stars(outdir, star.blocks, star.data_block, classes, avg.k)
+    report.add(f"2D classes (K = {avg.k})", [RunDir.CLASS_PNG],
+               "Each class's canonical image (the generator at rotation 0, centre 0, the class's mixture "
+               "mean), largest class first, with its particle count. classes.mrcs holds them in class "
+               "order, classes.star their shares; class_NNN.star are each class's particles.",
+               [RunDir.CLASS_STACK, RunDir.CLASS_STAR] + [p.name for p in stars])
+    report.summary["classes"] = {"k": avg.k, "counts": [int(c) for c in avg.counts]}
 
 
 def _pose_section(outdir: Path, report: Report, lat, pixel_size_A: float) -> None:

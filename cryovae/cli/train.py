@@ -185,10 +185,12 @@ def build_command() -> click.Command:
     return command
 
 
-_HELP = """Train a model on PARTICLES (--model target: TARGET-VAE, spatial: spatial-VAE).
+_HELP = """Train a model on PARTICLES (--model target: TARGET-VAE, spatial: spatial-VAE, mce: MCE-VAE
+2D classes).
 
 Writes config.yaml, checkpoint.pt, best.pt, metrics.csv, train.log, latents.npz and
-particles.star (RELION psi / origin in Å and cryovaeZ1..n) into OUTDIR.
+particles.star (RELION psi / origin in Å and cryovaeZ1..n; rlnClassNumber for mce, with the
+class averages classes.mrcs / .star / .png) into OUTDIR.
 """
 
 

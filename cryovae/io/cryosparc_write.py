@@ -212,7 +212,8 @@ def write_particles_cs(stack: ParticleStack, out_path: str | Path, psi_deg, orig
     origin_A : (n, 2) origin (x, y) in Å, RELION convention (``rlnOriginX/YAngst``).
     latents : (n, k) content latents -> scalar float32 fields ``cryovae/z1 .. cryovae/zk``.
     extra : more per-particle values, name -> (n,); ``cryovaeProb`` becomes ``cryovae/prob``
-        (see :func:`cs_field_name`).
+        (see :func:`cs_field_name`); a field the .cs already has (``alignments2D/class``,
+        ``alignments2D/class_posterior``) is overwritten in its own dtype.
 
     Returns
     -------
@@ -257,8 +258,11 @@ def write_particles_cs(stack: ParticleStack, out_path: str | Path, psi_deg, orig
     for name, values in (extra or {}).items():
         own[cs_field_name(name)] = _per_particle(values, n, name)
     for name, values in own.items():
-        dset.add_fields([(name, "<f4")])
-        dset[name] = values.astype(np.float32)
+        if name in dset.fields():  # one of cryoSPARC's own (alignments2D/class ...): its dtype
+            dset[name] = values.astype(dset[name].dtype)
+        else:
+            dset.add_fields([(name, "<f4")])
+            dset[name] = values.astype(np.float32)
 
     try:
         with atomic_path(out_path) as tmp, open(tmp, "wb") as fh:

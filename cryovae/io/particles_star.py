@@ -225,7 +225,9 @@ def write_particles_star(stack: ParticleStack, out_path: str | Path, psi_deg, or
         ``rlnOriginXAngst``/``YAngst``, or for RELION 3.0 input as ``rlnOriginX``/``Y`` in pixels
         of the input's pixel size.
     latents : (n, k) content latents (posterior means) -> ``cryovaeZ1 .. cryovaeZk``.
-    extra : more per-particle columns, name -> (n,) values (use the ``cryovae`` prefix).
+    extra : more per-particle columns, name -> (n,) values (use the ``cryovae`` prefix, or a
+        RELION column such as ``rlnClassNumber``: the input's own values of it are kept as
+        ``cryovaeInput<Name>``, e.g. ``cryovaeInputClassNumber``); integer values stay integers.
     absolute_paths : write absolute stack paths in ``rlnImageName`` (else the rule of
         :func:`written_stack_paths`).
 
@@ -268,7 +270,12 @@ def write_particles_star(stack: ParticleStack, out_path: str | Path, psi_deg, or
         for j in range(z.shape[1]):
             particles[f"cryovaeZ{j + 1}"] = z[:, j]
     for name, values in (extra or {}).items():
-        particles[name] = _column(values, n, name)
+        if name.startswith("rln") and name in particles.columns and f"cryovaeInput{name[3:]}" not in particles.columns:
+            particles[f"cryovaeInput{name[3:]}"] = particles[name]  # the input's own (e.g. a RELION class)
+        if np.asarray(values).dtype.kind in "iu":  # integers (rlnClassNumber) stay integers
+            particles[name] = _column(values, n, name).astype(np.int64)
+        else:
+            particles[name] = _column(values, n, name)
     blocks[data_block] = particles
     if stack.source_kind == "relion30":
         version = None

@@ -8,7 +8,16 @@ Other layers use only what is re-exported here::
     enc = model.infer(images)        # Encoding (pose, z, prob, extras)
 """
 
-from cryovae.models.base import Encoding, LossTerms, ModelConfig, PoseVAE, option, wrap_angle
+from cryovae.models.base import (
+    CLASS_EXTRA,
+    CLASS_PROB_EXTRA,
+    Encoding,
+    LossTerms,
+    ModelConfig,
+    PoseVAE,
+    option,
+    wrap_angle,
+)
 from cryovae.models.ctf import (
     CTF_COLUMNS,
     apply_ctf,
@@ -17,7 +26,8 @@ from cryovae.models.ctf import (
     ctf_parameters,
 )
 from cryovae.models.generator import SpatialGenerator
-from cryovae.models.priors import LatentPrior, StandardNormalPrior
+from cryovae.models.mce_vae import MCEVAE, MCEConfig, se2_exp, warp_images
+from cryovae.models.priors import GaussianMixturePrior, LatentPrior, StandardNormalPrior
 from cryovae.models.registry import (
     build_model,
     config_from_dict,
@@ -35,9 +45,10 @@ from cryovae.models.transforms import rotate_images
 from cryovae.models.tvae import TVAE, TVAEConfig
 
 __all__ = [
-    "CTF_COLUMNS", "Encoding", "LatentPrior", "LossTerms", "ModelConfig", "PoseVAE", "SpatialConfig",
+    "CLASS_EXTRA", "CLASS_PROB_EXTRA", "CTF_COLUMNS", "Encoding", "GaussianMixturePrior", "LatentPrior", "LossTerms",
+    "MCEConfig", "MCEVAE", "ModelConfig", "PoseVAE", "SpatialConfig",
     "SpatialGenerator", "SpatialVAE", "StandardNormalPrior", "TVAE", "TVAEConfig", "TargetConfig", "TargetVAE", "apply_ctf",
     "build_model", "check_ctf_finite", "compute_ctf", "config_from_dict", "ctf_parameters", "model_class",
     "model_classes", "model_config", "model_names", "option", "paper_config", "register_model",
-    "rotate_images", "unregister_model", "wrap_angle",
+    "rotate_images", "se2_exp", "unregister_model", "warp_images", "wrap_angle",
 ]

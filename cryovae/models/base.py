@@ -35,6 +35,10 @@ from cryovae.models.generator import SpatialGenerator
 from cryovae.models.priors import LatentPrior, StandardNormalPrior
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh")
+#: the :attr:`Encoding.extras` of a model that assigns classes: (B,) int64 1-based class numbers,
+#: and (B,) the posterior probability of that class
+CLASS_EXTRA = "class"
+CLASS_PROB_EXTRA = "class_prob"
 NOISE_MODELS = ("global", "pixel")
 
 
@@ -199,7 +203,7 @@ class PoseVAE(nn.Module, abc.ABC):
         self.cfg = cfg
         self.prior: LatentPrior = self.make_prior(cfg)
         self.generator = SpatialGenerator(
-            cfg.box, cfg.zdim, cfg.gen_hidden, cfg.gen_layers, cfg.fourier_features,
+            cfg.box, self.generator_inputs(cfg), cfg.gen_hidden, cfg.gen_layers, cfg.fourier_features,
             cfg.fourier_scale, cfg.gen_activation, pixel_noise=cfg.noise == "pixel")
         self.log_sigma = nn.Parameter(torch.zeros(()))
 
@@ -208,9 +212,21 @@ class PoseVAE(nn.Module, abc.ABC):
         """The prior of z (default N(0, I) over ``cfg.zdim`` dimensions)."""
         return StandardNormalPrior(cfg.zdim)
 
+    @classmethod
+    def generator_inputs(cls, cfg: ModelConfig) -> int:
+        """How many numbers the generator reads besides the coordinates: ``cfg.zdim`` (a class
+        model adds its class code, e.g. a one-hot of K classes)."""
+        return cfg.zdim
+
     @property
     def zdim(self) -> int:
         return self.cfg.zdim
+
+    def class_images(self) -> torch.Tensor | None:
+        """Each class's canonical decoded image, (K, box, box) with class k + 1 at index k (pose
+        0, centre 0, no CTF), for a model that assigns particles to classes; None (the default)
+        for one that does not. ``cryovae train`` and ``analyze`` write them as the class averages."""
+        return None
 
     def noise_parameters(self) -> list[nn.Parameter]:
         """The parameters of the noise model that the optimiser moves faster

@@ -137,11 +137,32 @@ class SpatialGenerator(nn.Module):
         mean : (B, box, box) pixel means.
         log_sigma : (B, box, box) per-pixel log std, or None for the global noise model.
         """
+        if z is not None and self.z_in is not None:
+            mean, log_sigma = self.render_codes(z[:, None, :], theta, center_px)
+            return mean[:, 0], None if log_sigma is None else log_sigma[:, 0]
         u = pose_coordinates(self.coords, theta, center_px, self.box, self.template_center)
-        h = self.coord_in(self.features(u))
-        if self.z_in is not None and z is not None:
-            h = h + self.z_in(z)[:, None, :]
-        out = self.body(h).reshape(theta.shape[0], self.box, self.box, -1)
+        out = self.body(self.coord_in(self.features(u))).reshape(theta.shape[0], self.box, self.box, -1)
+        if self.pixel_noise:
+            return out[..., 0], out[..., 1]
+        return out[..., 0], None
+
+    def render_codes(self, codes: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Render K latent codes per pose, sharing the pose's coordinate features (a class model
+        renders every class at a particle's pose this way).
+
+        codes : (B, K, zdim).  theta : (B,) radians.  center_px : (B, 2) pixels.
+
+        Returns
+        -------
+        mean : (B, K, box, box).  log_sigma : (B, K, box, box) or None (global noise).
+        """
+        b, k = codes.shape[:2]
+        u = pose_coordinates(self.coords, theta, center_px, self.box, self.template_center)
+        h = self.coord_in(self.features(u))[:, None]  # (B, 1, P, hidden)
+        if self.z_in is not None:
+            h = h + self.z_in(codes)[:, :, None, :]
+        out = self.body(h).reshape(b, k, self.box, self.box, -1)
         if self.pixel_noise:
             return out[..., 0], out[..., 1]
         return out[..., 0], None

@@ -10,6 +10,7 @@ import dataclasses
 
 from cryovae.errors import CryovaeError
 from cryovae.models.base import ModelConfig, PoseVAE
+from cryovae.models.mce_vae import MCEVAE
 from cryovae.models.spatial_vae import SpatialVAE
 from cryovae.models.target_vae import TargetVAE
 from cryovae.models.tvae import TVAE
@@ -17,6 +18,7 @@ from cryovae.models.tvae import TVAE
 _BUILT_IN: tuple[type[PoseVAE], ...] = (
     TargetVAE,
     SpatialVAE,
+    MCEVAE,
     TVAE,
 )
 

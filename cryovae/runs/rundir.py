@@ -11,6 +11,7 @@
     RUNDIR/bad_particles.txt  particles left out with --skip-bad
     RUNDIR/latents.npz        per-particle results (:class:`cryovae.runs.Latents`)
     RUNDIR/particles.star     (and particles.cs/.csg for a cryoSPARC input) the results for RELION
+    RUNDIR/classes.mrcs       a class model's class averages, with classes.star and classes.png
 
 Training writes through a :class:`RunDir`; inference, analysis and napari read through it.
 Both checkpoints have one layout, read with ``torch.load(weights_only=True)``:
@@ -50,7 +51,8 @@ class RunDir:
     """A run directory (it need not exist yet: :meth:`create`).
 
     Attributes are the paths of its files: ``config``, ``checkpoint``, ``best``, ``metrics``,
-    ``log``, ``images``, ``images_key``, ``bad_list``, ``latents_file``, ``star``, ``cs``.
+    ``log``, ``images``, ``images_key``, ``bad_list``, ``latents_file``, ``star``, ``cs``, and
+    for a class model ``class_stack``, ``class_star``, ``class_png``.
     """
 
     CONFIG = CONFIG
@@ -64,6 +66,9 @@ class RunDir:
     LATENTS = "latents.npz"
     STAR = "particles.star"
     CS = "particles.cs"
+    CLASS_STACK = "classes.mrcs"
+    CLASS_STAR = "classes.star"
+    CLASS_PNG = "classes.png"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -72,6 +77,7 @@ class RunDir:
         self.metrics, self.log, self.bad_list = p / self.METRICS, p / self.LOG, p / self.BAD_LIST
         self.images, self.images_key = p / self.IMAGES, p / self.IMAGES_KEY
         self.latents_file, self.star, self.cs = p / self.LATENTS, p / self.STAR, p / self.CS
+        self.class_stack, self.class_star, self.class_png = p / self.CLASS_STACK, p / self.CLASS_STAR, p / self.CLASS_PNG
 
     @classmethod
     def of(cls, run: str | Path | RunDir) -> RunDir:

@@ -108,6 +108,16 @@ def write_results(rundir: str | Path | RunDir, stack, latents: Latents, absolute
         raise
 
 
+def write_run_class_averages(model, rundir: str | Path | RunDir, latents: Latents) -> list[Path]:
+    """RUNDIR/classes.mrcs, classes.star and classes.png for a model that assigns classes
+    (:meth:`cryovae.models.PoseVAE.class_images`); nothing (an empty list) for another."""
+    from cryovae.analysis.class_averages import class_averages, run_classes, write_class_files
+
+    run = RunDir.of(rundir)
+    avg = class_averages(model, run_classes(latents), model.cfg.pixel_size)
+    return [] if avg is None else write_class_files(avg, run.class_stack, run.class_star, run.class_png)
+
+
 def _interrupted(run: RunDir, phase: str, signal: KeyboardInterrupt) -> RunInterrupted:
     """The one line for Ctrl-C (or SIGTERM: ``signal`` is a :class:`Terminated`) in ``phase``:
     what is kept and how to go on."""
@@ -241,6 +251,7 @@ def train_run(particles: str | Path, rundir: str | Path | RunDir, model_cfg: Mod
         phase = "writing the results"
         if world.is_main:
             star = write_results(run, stack, latents, bool(absolute_paths))
+            write_run_class_averages(result.model, run, latents)
             log.info("best epoch %d; wrote %s and %s", result.best_epoch, star, run.latents_file)
         world.barrier()  # every process returns once the results exist
         return result
