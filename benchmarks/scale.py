@@ -7,7 +7,7 @@ process and reports that process's peak resident memory (VmHWM from /proc, the O
 high-water mark; and, sampled every 0.1 s, the sum with its DataLoader reader processes) and its
 particles/s:
 
-* ``cache (in memory)`` — what cryovae <= 0.2 did: the whole preprocessed stack built in RAM;
+* ``cache (in memory)`` — what cryovae did before the streaming path: the whole preprocessed stack built in RAM;
 * ``cache (streamed)`` — what ``cryovae train`` does now: the stack read chunk by chunk and the
   preprocessed images (the default 40 px box) written to images.npy chunk by chunk;
 * ``loader, w workers`` — one whole epoch of seeded random batches of 64 read from images.npy
