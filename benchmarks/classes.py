@@ -34,17 +34,15 @@ The table is printed and written to ``OUT/classes.md`` with every number in ``OU
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import math
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import cached_train, fmt, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("mce", "target", "invariant")
@@ -103,19 +101,7 @@ def simulate(snr: float, seed: int, s: dict, work: Path) -> Path:
 
 def train(model: str, data: Path, s: dict, seed: int, device: str, work: Path) -> tuple[Path, float]:
     """Train (or reuse) one run; returns the run folder and the training wall time (s)."""
-    from cryovae.cli.main import cli
-
-    args = train_args(model, s, seed, device)
-    key = hashlib.sha1(" ".join(args).encode()).hexdigest()[:8]  # the options name the run: reused only for equal ones
-    rundir = work / f"run_{model}_{data.name}_{key}"
-    timing = rundir / "train_seconds.txt"
-    if not ((rundir / "particles.star").exists() and timing.exists()):
-        if rundir.exists():
-            shutil.rmtree(rundir)
-        t0 = time.perf_counter()
-        cli.main(["train", str(data / "particles.star"), "-o", str(rundir), *args], standalone_mode=False)
-        timing.write_text(f"{time.perf_counter() - t0:.1f}\n")
-    return rundir, float(timing.read_text())
+    return cached_train(model, data, train_args(model, s, seed, device), work)
 
 
 def scores(true_class: np.ndarray, pred_class: np.ndarray, true_psi=None, pred_psi=None) -> dict:
@@ -175,20 +161,6 @@ def run_models(snr: float, seed: int, s: dict, methods: list[str], work: Path, d
         rows.append({**base, "method": "invariant", "seconds": time.perf_counter() - t0,
                      **scores(true_class, labels)})
     return rows
-
-
-def fmt(x: float, digits: int = 3) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def spread(values: list[float], digits: int = 3) -> str:
-    """``median [min–max]`` of the finite values (one value alone: itself)."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
-    if not len(v):
-        return "n/a"
-    if len(v) == 1:
-        return fmt(float(v[0]), digits)
-    return f"{fmt(float(np.median(v)), digits)} [{fmt(float(v.min()), digits)}–{fmt(float(v.max()), digits)}]"
 
 
 def table(rows: list[dict], s: dict, seeds: list[int], command: str, quick: bool) -> str:

@@ -32,17 +32,14 @@ runs are kept in ``--work`` (runs/tvae_work, git-ignored) and reused on a second
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
-import math
 import shlex
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from _common import cached_train, fmt, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("topographic", "static", "plain")
@@ -89,19 +86,7 @@ def simulate(snr: float, seed: int, s: dict, work: Path) -> Path:
 
 def train(variant: str, data: Path, s: dict, seed: int, device: str, work: Path) -> tuple[Path, float]:
     """Train (or reuse) one run; returns the run folder and the training wall time (s)."""
-    from cryovae.cli.main import cli
-
-    args = train_args(variant, s, seed, device)
-    key = hashlib.sha1(" ".join(args).encode()).hexdigest()[:8]  # the options name the run: reused only for equal ones
-    rundir = work / f"run_{variant}_{data.name}_{key}"
-    timing = rundir / "train_seconds.txt"
-    if not ((rundir / "particles.star").exists() and timing.exists()):
-        if rundir.exists():
-            shutil.rmtree(rundir)
-        t0 = time.perf_counter()
-        cli.main(["train", str(data / "particles.star"), "-o", str(rundir), *args], standalone_mode=False)
-        timing.write_text(f"{time.perf_counter() - t0:.1f}\n")
-    return rundir, float(timing.read_text())
+    return cached_train(variant, data, train_args(variant, s, seed, device), work)
 
 
 def score_run(rundir: Path, data: Path) -> dict:
@@ -133,20 +118,6 @@ def score_run(rundir: Path, data: Path) -> dict:
             "content_R": multiple_correlation(predicted["z"], truth["conformation_1"].to_numpy()),
             "equivariance_error": caps["equivariance_error_mean"], "capcorr": caps["capcorr"],
             "equivariance_error_alone": caps_alone["equivariance_error_mean"], "capcorr_alone": caps_alone["capcorr"]}
-
-
-def fmt(x: float, digits: int = 3) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
-
-
-def spread(values: list[float], digits: int = 3) -> str:
-    """``median [min–max]`` of the finite values (one value alone: itself)."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
-    if not len(v):
-        return "n/a"
-    if len(v) == 1:
-        return fmt(float(v[0]), digits)
-    return f"{fmt(float(np.median(v)), digits)} [{fmt(float(v.min()), digits)}–{fmt(float(v.max()), digits)}]"
 
 
 def table(rows: list[dict], s: dict, seeds: list[int], command: str, quick: bool) -> str:

@@ -68,30 +68,14 @@ class LatentPrior(abc.ABC):
         return self.mean(params), self.std(params)
 
 
-class StandardNormalPrior(LatentPrior):
-    """``p(z) = N(0, I)`` with a diagonal Gaussian posterior ``N(mu, exp(logstd)^2)``.
+class DiagonalGaussianPosterior(LatentPrior):
+    """The posterior family both priors here use: ``q(z | y) = N(mu, diag exp(logstd)^2)``, the
+    encoder giving ``(mu, logstd)``, ``2 zdim`` numbers, means first."""
 
-    The encoder outputs ``(mu, logstd)``: ``2 zdim`` numbers, means first.
-    """
-
-    def __init__(self, zdim: int) -> None:
-        self.zdim = int(zdim)
-        self.n_outputs = 2 * self.zdim
+    zdim: int
 
     def split(self, raw: torch.Tensor, dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        mu, logstd = raw.narrow(dim, 0, self.zdim), raw.narrow(dim, self.zdim, self.zdim)
-        return mu, logstd
-
-    def offset_kl(self, params) -> torch.Tensor:
-        """``KL(N(mu_k + m, s^2) || N(mu_k, s_k^2)) = KL(N(m, s^2) || N(0, s_k^2))`` for a
-        posterior given as the offset ``(m, log s)`` (B, zdim) from the component's mean: (B, K)."""
-        m, logstd = (p.float()[:, None, :] for p in params)
-        ls = self.log_stds.float()
-        return (ls - logstd + 0.5 * (torch.exp(2 * (logstd - ls)) + (m * torch.exp(-ls)) ** 2) - 0.5).sum(-1)
-
-    def kl(self, params, dim: int = 1) -> torch.Tensor:
-        mu, logstd = params
-        return kl_normal(mu, logstd).sum(dim)
+        return raw.narrow(dim, 0, self.zdim), raw.narrow(dim, self.zdim, self.zdim)
 
     def sample(self, params, generator: torch.Generator | None) -> torch.Tensor:
         mu, logstd = params
@@ -106,6 +90,21 @@ class StandardNormalPrior(LatentPrior):
     def var(self, params) -> torch.Tensor:
         return (2 * params[1]).exp()
 
+
+class StandardNormalPrior(DiagonalGaussianPosterior):
+    """``p(z) = N(0, I)`` with a diagonal Gaussian posterior ``N(mu, exp(logstd)^2)``.
+
+    The encoder outputs ``(mu, logstd)``: ``2 zdim`` numbers, means first.
+    """
+
+    def __init__(self, zdim: int) -> None:
+        self.zdim = int(zdim)
+        self.n_outputs = 2 * self.zdim
+
+    def kl(self, params, dim: int = 1) -> torch.Tensor:
+        mu, logstd = params
+        return kl_normal(mu, logstd).sum(dim)
+
     def log_density(self, z: torch.Tensor) -> torch.Tensor:
         return -0.5 * (z.float() ** 2).sum(1)
 
@@ -113,7 +112,7 @@ class StandardNormalPrior(LatentPrior):
         return f"StandardNormalPrior(zdim={self.zdim})"
 
 
-class GaussianMixturePrior(LatentPrior, nn.Module):
+class GaussianMixturePrior(DiagonalGaussianPosterior, nn.Module):
     """``p(z) = sum_k pi_k N(z; mu_k, diag s_k^2)`` with learnable ``mu_k`` and ``s_k`` and fixed,
     equal weights ``pi_k = 1/K`` (MCE-VAE's equi-mixture), and a diagonal Gaussian posterior
     ``N(mu, exp(logstd)^2)`` (the encoder outputs ``(mu, logstd)``, means first, as for
@@ -155,9 +154,6 @@ class GaussianMixturePrior(LatentPrior, nn.Module):
         """(K,) ``log pi_k`` (equal weights)."""
         return torch.full((self.n_components,), -math.log(self.n_components), device=self.means.device)
 
-    def split(self, raw: torch.Tensor, dim: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-        return raw.narrow(dim, 0, self.zdim), raw.narrow(dim, self.zdim, self.zdim)
-
     def component_kl(self, params, dim: int = 1) -> torch.Tensor:
         """``KL(q(z | y) || N(mu_k, s_k^2))`` for every component: (..., K), the latent axis
         ``dim`` removed and the component axis last."""
@@ -178,19 +174,6 @@ class GaussianMixturePrior(LatentPrior, nn.Module):
         MCE-VAE eq. 13 over the posterior's class weights, ``-log sum_k pi_k exp(-KL_k)`` (eq. 14
         is the case of weights equal to ``pi``)."""
         return -torch.logsumexp(self.log_weights - self.component_kl(params, dim), dim=-1)
-
-    def sample(self, params, generator: torch.Generator | None) -> torch.Tensor:
-        mu, logstd = params
-        return mu + logstd.exp() * randn_like(mu.shape, mu, generator)
-
-    def mean(self, params) -> torch.Tensor:
-        return params[0]
-
-    def std(self, params) -> torch.Tensor:
-        return params[1].exp()
-
-    def var(self, params) -> torch.Tensor:
-        return (2 * params[1]).exp()
 
     def component_log_density(self, z: torch.Tensor) -> torch.Tensor:
         """``log pi_k + log N(z; mu_k, s_k^2)`` up to the constant ``-zdim/2 log 2 pi``: (B, K)."""
