@@ -29,6 +29,18 @@ def cached_train(name: str, data: Path, args: list[str], work: Path) -> tuple[Pa
     return rundir, float(timing.read_text())
 
 
+def output_folders(args, name: str, root: Path) -> tuple[list[int], Path, Path]:
+    """The seeds (``--seeds``, else 1 for ``--quick`` and 1, 2, 3 otherwise), the folder of the table
+    (``--out``, else root/tmp/<name>_quick or root/docs/quality) and of the simulations and runs
+    (``--work``, else under the table's folder for ``--quick`` or root/runs/<name>_work), created."""
+    seeds = args.seeds or ([1] if args.quick else [1, 2, 3])
+    out = args.out or (root / "tmp" / f"{name}_quick" if args.quick else root / "docs" / "quality")
+    work = args.work or (out / "work" if args.quick else root / "runs" / f"{name}_work")
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    return seeds, out, work
+
+
 def fmt(x: float | None, digits: int = 3) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 

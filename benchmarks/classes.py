@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import cached_train, fmt, spread
+from _common import cached_train, fmt, output_folders, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("mce", "target", "invariant")
@@ -219,11 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")
     s = settings(args)
-    seeds = args.seeds or ([1] if args.quick else [1, 2, 3])
-    out = args.out or (ROOT / "tmp" / "classes_quick" if args.quick else ROOT / "docs" / "quality")
-    work = args.work or (out / "work" if args.quick else ROOT / "runs" / "classes_work")
-    out.mkdir(parents=True, exist_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
+    seeds, out, work = output_folders(args, "classes", ROOT)
     rows = []
     for snr in args.snr:
         for seed in seeds:

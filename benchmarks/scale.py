@@ -24,7 +24,8 @@ Usage::
     python benchmarks/scale.py --workdir /tmp/scale                       # 200,000 x 64²
     python benchmarks/scale.py --workdir /tmp/scale --size 20000:64 --size 200000:64 --size 1000000:32
 
-The files are kept in ``--workdir`` (4 GB per 1,000,000 x 32²) and reused by the next call.
+Needs psutil (``pip install -e ".[bench]"``; ``scripts/setup.sh --dev`` installs it). The files are
+kept in ``--workdir`` (4 GB per 1,000,000 x 32²) and reused by the next call.
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from _common import cached_train, fmt, spread
+from _common import cached_train, fmt, output_folders, spread
 
 ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = ("topographic", "static", "plain")
@@ -178,11 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s: %(message)s")
     s = settings(args)
-    seeds = args.seeds or ([1] if args.quick else [1, 2, 3])
-    out = args.out or (ROOT / "tmp" / "tvae_quick" if args.quick else ROOT / "docs" / "quality")
-    work = args.work or (out / "work" if args.quick else ROOT / "runs" / "tvae_work")
-    out.mkdir(parents=True, exist_ok=True)
-    work.mkdir(parents=True, exist_ok=True)
+    seeds, out, work = output_folders(args, "tvae", ROOT)
     rows = []
     for snr in args.snr:
         for seed in seeds:
