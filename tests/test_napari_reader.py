@@ -107,7 +107,7 @@ def test_npe2_manifest_validates_with_imports():
     manifest = PluginManifest.from_distribution("cryovae")
     manifest.validate_imports()
     assert manifest == PluginManifest.from_file(MANIFEST)
-    assert {w.display_name for w in manifest.contributions.widgets} == {"Latent explorer"}
+    assert {w.display_name for w in manifest.contributions.widgets} == {"Latent explorer", "Particle finder"}
     assert {s.key for s in manifest.contributions.sample_data} == {"hinge_particles", "hinge_run"}
     assert set(manifest.contributions.readers[0].filename_patterns) >= {"*.mrcs", "*.mrc", "*.star"}
 
