@@ -1,26 +1,22 @@
 """The particle finder dock widget in a real napari viewer (headless under Xvfb).
 
-The micrograph (256 x 320 px at 5 Å) holds 10 simulated hinge particles pasted at known centres
-into noise at SNR 2 (tests/_composed.py), written as an .mrc and opened with the plugin's reader;
-the run is the shipped tiny TARGET-VAE run (napari_plugin/sample_run/z1, trained on hinge
-particles at 5 Å, 32 px).
+The micrograph (320 x 256 px at 5 Å) is made by ``cryovae simulate micrographs`` (hinge
+particles at SNR 1, two ice blobs and a carbon edge; the true centres in its truth star) and
+opened with the plugin's reader; the run is the shipped tiny TARGET-VAE run
+(napari_plugin/sample_run/z1, trained on hinge particles at 5 Å, 32 px).
 """
 
 from __future__ import annotations
 
 import math
 
-import mrcfile
 import numpy as np
 import pandas as pd
 import pytest
 
 pytest.importorskip("napari")
 
-from _composed import compose  # noqa: E402
-
 from cryovae.io import read_coordinates  # noqa: E402
-from cryovae.simulate import SimulationConfig, simulate_hinge  # noqa: E402
 from napari_plugin import particle_finder  # noqa: E402
 from napari_plugin.finder_points import CANDIDATE, HAND_COLOUR, PickEdits, star_table  # noqa: E402
 from napari_plugin.particle_finder import PICKS, PSI, SCORE, THRESHOLD_STEPS, ParticleFinder  # noqa: E402
@@ -30,7 +26,6 @@ pytestmark = pytest.mark.napari
 WAIT_MS = 60_000
 SHAPE = (256, 320)
 APIX = 5.0
-N_TRUE = 10
 #: a pick within this many pixels of a true centre found it (the particles are 40+ px apart). The
 #: sample run predates the stored template centre (docs/conventions.md, "Template centre": its
 #: generator's template sits about 4.3 px off centre, stored as 0), so its picks sit ~5 px from
@@ -40,15 +35,20 @@ RADIUS = 8.0
 
 @pytest.fixture(scope="module")
 def micrograph(tmp_path_factory):
-    """(path of the .mrc, truth table x_px, y_px, psi_deg)."""
-    sim = simulate_hinge(SimulationConfig(n=N_TRUE, box=32, pixel_size_A=APIX, snr=2.0, shift_sigma_px=0.0,
-                                          seed=11), progress=False)
-    image, truth, _ = compose(sim, SHAPE, N_TRUE, snr=2.0, seed=3, min_dist=40)
-    path = tmp_path_factory.mktemp("finder") / "mic_001.mrc"
-    with mrcfile.new(path) as mrc:
-        mrc.set_data(image)
-        mrc.voxel_size = APIX
-    return path, truth
+    """(path of the .mrc, truth table x_px, y_px of the true particles)."""
+    from click.testing import CliRunner
+
+    from cryovae.cli.main import cli
+
+    out = tmp_path_factory.mktemp("finder") / "sim"
+    res = CliRunner().invoke(cli, ["simulate", "micrographs", "-o", str(out), "--box", "32", "--apix", str(APIX),
+                                   "--snr", "1", "--size", f"{SHAPE[1]}x{SHAPE[0]}", "--n-micrographs", "1",
+                                   "--junk", "2", "--n-train", "0", "--seed", "1"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    truth = read_coordinates(out / "truth" / "mic_000.star")
+    truth = truth.rename(columns={"rlnCoordinateX": "x_px", "rlnCoordinateY": "y_px"})
+    assert len(truth) >= 10
+    return out / "micrographs" / "mic_000.mrc", truth
 
 
 def _finder(make_napari_viewer, qtbot, micrograph, tile: int | None = None):
@@ -84,9 +84,9 @@ def test_find_particles_shows_score_picks_and_psi_over_the_micrograph(make_napar
     assert widget.progress.maximum() == 2 * 3 and widget.progress.value() == 6 and widget.progress.isHidden()
     picks = viewer.layers[PICKS]
     truth = micrograph[1]
-    # every true particle has a pick near its centre, and the best N_TRUE picks are all true ones
+    # every true particle has a pick near its centre, and the best len(truth) picks are all true ones
     assert _nearest(picks.data, truth).max() < RADIUS
-    best = picks.features.sort_values("fom", ascending=False).index[:N_TRUE]
+    best = picks.features.sort_values("fom", ascending=False).index[:len(truth)]
     true_rc = truth[["y_px", "x_px"]].to_numpy()
     assert all(np.linalg.norm(true_rc - picks.data[k], axis=1).min() < RADIUS for k in best)
     # points: same frame as the micrograph, features, rings one diameter wide
@@ -127,8 +127,9 @@ def test_the_threshold_updates_the_points_live_and_restores_them(make_napari_vie
         assert counts[-1] == int((fom >= widget.threshold).sum())  # exactly the candidates above it
         assert len(viewer.layers[PSI].data) == counts[-1]
     assert counts[0] == len(fom) and counts[-1] >= 1 and np.all(np.diff(counts) <= 0) and counts[0] > counts[-1]
-    widget.threshold_spin.setValue(float(np.sort(fom)[-N_TRUE]))  # the spin box sets it too
-    assert len(picks.data) == N_TRUE and _nearest(picks.data, micrograph[1]).max() < RADIUS
+    n_true = len(micrograph[1])
+    widget.threshold_spin.setValue(float(np.sort(fom)[-n_true]) - 5e-4)  # the spin box sets it too (3 decimals)
+    assert len(picks.data) == n_true and _nearest(picks.data, micrograph[1]).max() < RADIUS
     widget.threshold_slider.setValue(start_pos)
     np.testing.assert_allclose(picks.data, start_data)
     assert not calls  # no new encoder pass
@@ -159,7 +160,7 @@ def test_hand_added_and_deleted_points_survive_the_threshold_and_save(make_napar
     assert len(picks.data) == len(widget.picks.table)  # every candidate but the deleted one, plus the hand pick
 
     with qtbot.waitSignal(widget.saved, timeout=WAIT_MS):
-        out = widget.save(tmp_path / "mic_001.star")
+        out = widget.save(tmp_path / "mic_000.star")
     table = read_coordinates(out)
     assert len(table) == len(picks.data) and widget.status.text().startswith(f"saved {len(table)} picks (1 by hand)")
     np.testing.assert_allclose(table[["rlnCoordinateY", "rlnCoordinateX"]].to_numpy(), picks.data)
