@@ -320,9 +320,9 @@ class ParticleFinder(QWidget):
             w.blockSignals(False)
         self._show_score(layer, picks)
         self._show_points(layer, run)
-        n = len(self.viewer.layers[PICKS].data)
-        self._show_status(f"{n} picks above {self.threshold:.3g} of {len(self.edits.candidates)} candidates "
-                          f"({run.rundir.name}); add or delete points with the layer's tools, then Save")
+        self._show_status(f"{run.rundir.name} found {len(self.edits.candidates)} candidates in {layer.name} "
+                          f"(threshold {self.threshold:.3g}: the picker's default); add or delete points with the "
+                          "layer's tools, then Save")
         self._set_enabled()
         self.picks_ready.emit()
 
@@ -354,7 +354,7 @@ class ParticleFinder(QWidget):
                     self.viewer.layers.remove(name)
             vectors = psi_vectors(data, features["psi_deg"].to_numpy(), self.diameter_px / 2)
             self.viewer.add_vectors(vectors, name=PSI, scale=scale, translate=translate, edge_color="yellow",
-                                    edge_width=max(self.diameter_px / 16, 1.0), vector_style="line", length=1.0)
+                                    edge_width=max(self.diameter_px / 10, 1.0), vector_style="line", length=1.0)
             defaults = hand_features(1, self.edits.zcols)
             points = self.viewer.add_points(
                 data, name=PICKS, scale=scale, translate=translate, features=features, feature_defaults=defaults,

@@ -134,7 +134,7 @@ def coordinate_layers(table, path: str | Path, size: float = STAR_POINT_SIZE) ->
     vectors = psi_vectors(data, features["psi_deg"].to_numpy(), size / 2)
     if not len(vectors):
         return [points]
-    return [points, (vectors, {"name": f"{stem} psi", "edge_color": "yellow", "edge_width": max(size / 16, 1.0),
+    return [points, (vectors, {"name": f"{stem} psi", "edge_color": "yellow", "edge_width": max(size / 10, 1.0),
                                "vector_style": "line", "length": 1.0}, "vectors")]
 
 
