@@ -78,6 +78,10 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = args.out.with_name(args.out.stem + ".tmp.png")
         viewer.screenshot(str(tmp), canvas_only=False)
+        from PIL import Image
+
+        # the micrograph's noise makes a large PNG: 256 colours (octree, which keeps the rare cyan) make it smaller
+        Image.open(tmp).convert("RGB").quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(tmp, optimize=True)
         os.replace(tmp, args.out)
         print(f"wrote {args.out}")
         viewer.close()
