@@ -1,9 +1,18 @@
-"""napari reader: a particle file (.mrcs/.mrc stack, .star, .cs) as one image stack layer.
+"""napari reader: particle files, micrographs and RELION coordinate stars.
 
-The layer has one slider over particles (axis 0), is scaled by the pixel size (Å) and carries
-the particle table in ``layer.metadata["table"]`` (a :class:`pandas.DataFrame`, one row per
-particle, optics columns merged in). Images are read with :func:`cryovae.io.read_particles`;
-stacks larger than :data:`EAGER_BYTES` stay on disk as a dask array read chunk by chunk.
+* A particle file (.mrcs/.mrc stack, particle .star, .cs) opens as one image stack layer with
+  one slider over particles (axis 0), scaled by the pixel size (Å), carrying the particle table
+  in ``layer.metadata["table"]`` (a :class:`pandas.DataFrame`, one row per particle, optics
+  columns merged in). Images are read with :func:`cryovae.io.read_particles`; stacks larger than
+  :data:`EAGER_BYTES` stay on disk as a dask array read chunk by chunk.
+* A ``.mrc`` holding one 2-D image is a micrograph (:func:`cryovae.io.read_micrograph`): one
+  image layer **in pixels** (scale 1, so coordinate stars land on it), with
+  ``metadata["path"]`` and ``metadata["apix"]`` (Å/px from the header, None when unset).
+* A ``.star`` whose coordinate block has ``rlnCoordinateX``/``Y`` but no ``rlnImageName`` is a
+  coordinate star (:func:`cryovae.io.read_coordinates`): a Points layer at ``(row, col) =
+  (rlnCoordinateY, rlnCoordinateX)`` with features ``fom`` and ``psi_deg`` (``-999`` read as
+  NaN) and the star's other columns, plus a Vectors layer of the psi directions when known
+  (:mod:`napari_plugin.finder_points`). A particle star (with ``rlnImageName``) stays a stack.
 """
 
 from __future__ import annotations
@@ -13,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cryovae.errors import CryovaeError
-from cryovae.io import ParticleStack, read_particles
+from cryovae.errors import CryovaeError, InputFileError
+from cryovae.io import Micrograph, ParticleStack, read_coordinates, read_micrograph, read_particles
+from napari_plugin.finder_points import border_colours, points_from_star, psi_vectors
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +35,10 @@ EAGER_BYTES = 64 * 2**20
 CHUNK_BYTES = 16 * 2**20
 #: particles used to set the initial contrast limits.
 CONTRAST_SAMPLE = 64
+#: point size (micrograph pixels) of a coordinate star opened on its own (no particle size known).
+STAR_POINT_SIZE = 48.0
+#: pixels of a micrograph sampled for its initial contrast limits.
+MICROGRAPH_CONTRAST_PIXELS = 1_000_000
 
 
 def get_reader(path: str | list[str]):
@@ -99,13 +113,77 @@ def particle_layer(stack: ParticleStack, name: str | None = None, eager_bytes: i
     return data, kwargs, "image"
 
 
+def micrograph_layer(mic: Micrograph, name: str | None = None) -> tuple:
+    """The LayerData tuple ``(data (H, W), kwargs, "image")`` of a micrograph, in pixels."""
+    flat = mic.data.reshape(-1)
+    step = max(1, flat.size // MICROGRAPH_CONTRAST_PIXELS)
+    meta = {"path": str(mic.path), "apix": mic.apix}
+    kwargs = {"name": name or mic.path.stem, "metadata": meta, "colormap": "gray",
+              "contrast_limits": contrast_range(flat[::step]), "axis_labels": ("y", "x")}
+    return mic.data, kwargs, "image"
+
+
+def coordinate_layers(table, path: str | Path, size: float = STAR_POINT_SIZE) -> list[tuple]:
+    """LayerData of a coordinate star's table: the Points layer (rings of ``size`` pixels) and,
+    when some psi is known, a Vectors layer of the psi directions (``size / 2`` long)."""
+    stem = Path(path).stem
+    data, features = points_from_star(table)
+    points = (data, {"name": stem, "features": features, "size": size, "face_color": "transparent",
+                     "border_color": border_colours(features), "border_width": 0.08, "border_width_is_relative": True,
+                     "metadata": {"path": str(path)}}, "points")
+    vectors = psi_vectors(data, features["psi_deg"].to_numpy(), size / 2)
+    if not len(vectors):
+        return [points]
+    return [points, (vectors, {"name": f"{stem} psi", "edge_color": "yellow", "edge_width": max(size / 10, 1.0),
+                               "vector_style": "line", "length": 1.0}, "vectors")]
+
+
+def _read_mrc(path: str) -> list[tuple]:
+    """A one-image .mrc as a micrograph, a stack as particles."""
+    try:
+        mic = read_micrograph(path)
+    except InputFileError as mic_error:
+        try:
+            stack = read_particles(path)
+        except InputFileError:
+            raise mic_error from None
+        if len(stack) <= 1:
+            raise mic_error from None
+        return [particle_layer(stack)]
+    return [micrograph_layer(mic)]
+
+
+def _read_star(path: str) -> list[tuple]:
+    """A particle star as a stack; else a coordinate star as points."""
+    try:
+        stack = read_particles(path)
+    except InputFileError as particle_error:
+        try:
+            table = read_coordinates(path)
+        except InputFileError:
+            raise particle_error from None
+        if "rlnImageName" in table.columns:  # a particle star whose stacks are missing
+            raise particle_error from None
+        return coordinate_layers(table, path)
+    if len(stack) == 0:
+        raise CryovaeError(f"{path}: no particles")
+    return [particle_layer(stack)]
+
+
 def read_particle_layers(path: str | list[str]) -> list[tuple]:
-    """Read a particle file into one image-stack layer (see the module docstring).
+    """Read a particle file, micrograph or coordinate star into layers (see the module
+    docstring).
 
     Raises :class:`cryovae.errors.InputFileError` (one line) for a bad file or missing stack.
     """
     if isinstance(path, list):
         path = path[0]
+    path = str(path)
+    suffix = Path(path).suffix.lower()
+    if suffix == ".mrc":
+        return _read_mrc(path)
+    if suffix == ".star":
+        return _read_star(path)
     stack = read_particles(path)
     if len(stack) == 0:
         raise CryovaeError(f"{path}: no particles")
