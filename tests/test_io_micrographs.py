@@ -267,3 +267,14 @@ def test_box_corner_puts_the_centre_on_pixel_box_half():
         assert np.unravel_index(np.argmax(window), window.shape) == (box // 2, box // 2)
     rows, cols = box_corner(np.array([0.0, 10.0]), np.array([5.0, 5.0]), 4)
     assert rows.tolist() == [3, 3] and cols.tolist() == [-2, 8]
+
+
+def test_write_micrograph_round_trip(tmp_path):
+    from cryovae.io import write_micrograph
+
+    path = write_micrograph(tmp_path / "w.mrc", ramp().astype(np.float64), apix=4.0)
+    with mrcfile.open(path) as mrc:
+        assert mrc.data.shape == (6, 9) and mrc.data.dtype == np.float32  # 2D, not a stack
+    mic = read_micrograph(path)
+    np.testing.assert_array_equal(mic.data, ramp())
+    assert mic.apix == pytest.approx(4.0)

@@ -16,7 +16,7 @@ from cryovae.io.coordinates import (
     write_coordinates,
 )
 from cryovae.io.cryosparc_write import write_particles_cs
-from cryovae.io.micrographs import Micrograph, micrograph_paths, read_micrograph
+from cryovae.io.micrographs import Micrograph, micrograph_paths, read_micrograph, write_micrograph
 from cryovae.io.npy_rows import NpyRows, row_range, write_npy_rows
 from cryovae.io.particles import (
     ParticleStack,
@@ -53,6 +53,7 @@ __all__ = [
     "write_particles_cs",
     "write_autopick_index",
     "write_coordinates",
+    "write_micrograph",
     "write_npy_rows",
     "write_particles_star",
     "write_stack",

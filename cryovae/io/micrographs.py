@@ -14,10 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import mrcfile
 import numpy as np
 import pandas as pd
 
-from cryovae.errors import InputFileError
+from cryovae.errors import CryovaeError, InputFileError
+from cryovae.io.atomic import atomic_path
 from cryovae.io.mrc import _as_image_array, open_mrc, read_header
 from cryovae.io.particles import locate_stack
 from cryovae.io.star import OPTICS, read_star_blocks
@@ -90,6 +92,32 @@ def read_micrograph(path: str | Path) -> Micrograph:
         i, j = (int(v) for v in np.argwhere(~finite)[0])
         raise InputFileError(f"{path}: {n_bad} pixels are NaN or infinite (first at row {i}, column {j})")
     return Micrograph(path=path, data=data, apix=apix)
+
+
+def write_micrograph(path: str | Path, data: np.ndarray, apix: float) -> Path:
+    """Write one micrograph as a 2D MRC image (mode 2, float32), atomically.
+
+    Parameters
+    ----------
+    path : output ``.mrc``.
+    data : ``(H, W)`` image; row 0 becomes the file's first row.
+    apix : Å/px, stored as the header's voxel size.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    path = Path(path)
+    arr = np.asarray(data)
+    if arr.ndim != 2:
+        raise CryovaeError(f"{path}: a micrograph is a 2D (H, W) image, got shape {arr.shape}")
+    with atomic_path(path) as tmp:
+        with mrcfile.new(tmp, overwrite=True) as mrc:
+            mrc.set_data(np.ascontiguousarray(arr, dtype=np.float32))
+            mrc.voxel_size = float(apix)
+            mrc.update_header_stats()
+    return path
 
 
 def _optics_frame(value: pd.DataFrame | dict) -> pd.DataFrame:

@@ -48,11 +48,36 @@ def ctf_2d(
     -------
     (n, box, box//2 + 1) float64.
     """
+    return ctf_rfft_grid((box, box), pixel_size_A, defocus_u_A, defocus_v_A, defocus_angle_deg, voltage_kv,
+                         cs_mm, amplitude_contrast)
+
+
+def ctf_rfft_grid(
+    shape: tuple[int, int],
+    pixel_size_A: float,
+    defocus_u_A: np.ndarray,
+    defocus_v_A: np.ndarray,
+    defocus_angle_deg: np.ndarray,
+    voltage_kv: float,
+    cs_mm: float,
+    amplitude_contrast: float,
+) -> np.ndarray:
+    """CTF values on the ``numpy.fft.rfft2`` grid of ``(H, W)`` images (a micrograph, or a box).
+
+    Parameters
+    ----------
+    shape : ``(H, W)`` pixels.  The other parameters as for :func:`ctf_2d`.
+
+    Returns
+    -------
+    (n, H, W//2 + 1) float64.
+    """
+    height, width = int(shape[0]), int(shape[1])
     du = np.asarray(defocus_u_A, dtype=np.float64).reshape(-1, 1, 1)
     dv = np.asarray(defocus_v_A, dtype=np.float64).reshape(-1, 1, 1)
     ang = np.radians(np.asarray(defocus_angle_deg, dtype=np.float64)).reshape(-1, 1, 1)
-    sy = np.fft.fftfreq(box, d=pixel_size_A)
-    sx = np.fft.rfftfreq(box, d=pixel_size_A)
+    sy = np.fft.fftfreq(height, d=pixel_size_A)
+    sx = np.fft.rfftfreq(width, d=pixel_size_A)
     syy, sxx = np.meshgrid(sy, sx, indexing="ij")
     s2 = (sxx**2 + syy**2)[None]
     alpha = np.arctan2(syy, sxx)[None]
