@@ -105,9 +105,12 @@ def test_pick_writes_stars_index_overview_and_resumes(tiny_run, tmp_path):
         truths.append(truth)
     sums = [_sha(p) for p in paths]
     out = tmp_path / "picks"
-    res = _invoke(["pick", str(tiny_run), *map(str, paths), "-o", str(out), "--device", "cpu"])
+    res = _invoke(["pick", str(tiny_run), *map(str, paths), "-o", str(out), "--device", "cpu", "--extract", "48"])
     assert res.exit_code == 0, res.output
     assert [_sha(p) for p in paths] == sums
+    n_picks = sum(len(read_coordinates(out / f"{p.stem}.star")) for p in paths)
+    extracted = read_particles(out / "particles.star")  # pick --extract 48: boxes of 48 micrograph px
+    assert extracted.box == 48 and extracted.pixel_size == 3.0 and 0 < len(extracted) <= n_picks
     index = read_autopick_index(out / "autopick.star")
     assert [(m.resolve(), c.resolve()) for m, c in index] == [(p.resolve(), (out / f"{p.stem}.star").resolve())
                                                                 for p in paths]

@@ -59,5 +59,5 @@ def command(rundir, micrographs, outdir, apix, threshold, distance, fom, tile, d
     if extract_box is not None:
         from cryovae.workflows.extract import extract_particles
 
-        ext = extract_particles(outdir, Path(outdir) / "particles.star", extract_box)
+        ext = extract_particles(outdir, Path(outdir) / "particles.star", extract_box, apix=apix)
         click.echo(f"extracted {ext.written} particles ({ext.skipped_edge} too close to an edge): {ext.star}")

@@ -20,7 +20,9 @@
    MAD)), finds its peaks at least ``distance`` apart (a disc-shaped
    :func:`scipy.ndimage.maximum_filter`) and keeps every peak above ``PickConfig.floor``;
 5. gives each a figure of merit (``PickConfig.fom``; see :data:`FOMS` and docs/picking.md for
-   what was measured) and its rotation and content latent read at the peak.
+   what was measured; the default "combined" checks the attention against the generator's
+   particle at the peak's pose and z, :func:`candidate_fit`) and its rotation and content latent
+   read at the peak; the default threshold is per micrograph (:func:`auto_threshold`).
 
 Coordinates follow docs/conventions.md "Picked particle coordinates": ``x_px``, ``y_px`` are
 the particle centre in pixels of the micrograph as given (x along columns, y along rows,
@@ -120,8 +122,9 @@ class MicrographPicks:
     table : one row per candidate peak (above the floor; below the threshold too), best first:
         ``x_px``, ``y_px`` (particle centre, micrograph pixels, convention of docs/conventions.md),
         ``fom`` (the figure of merit, higher = more particle-like), ``psi_deg`` (RELION's
-        rlnAnglePsi, degrees), ``z_1 .. z_k`` (content latent), and the parts of the figures of
-        merit: ``score_z`` (attention robust z-score), ``llr`` (likelihood ratio per pixel).
+        rlnAnglePsi, degrees), the parts of the figures of merit: ``score_z`` (attention robust
+        z-score), ``llr``, ``explained``, ``misfit`` (:func:`candidate_fit`; NaN where not
+        computed, see :data:`FIT_MIN_Z`), then ``z_1 .. z_k`` (content latent).
     score : (h, w) float32 attention robust z-score at the run's pixel size.
     scale : micrograph pixels per score pixel (the mean of :attr:`scale_xy`).
     scale_xy : (sx, sy) exact micrograph pixels per score pixel along x (columns) and y (rows):
