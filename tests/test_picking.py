@@ -1,7 +1,7 @@
 """Picking with the attention map: the model contract (equivariance, tiles), the micrograph's
 preparation, and the pick API (cryovae.inference.pick_micrograph) on untrained models.
 
-Picks of trained runs on composed micrographs: tests/test_picking_trained.py.
+Commands and files: tests/test_pick_extract.py; picks of a trained run end to end: tests/test_pick_end_to_end.py.
 """
 
 from __future__ import annotations
