@@ -8,7 +8,7 @@ from cryovae.data.dataset import (
     batch_loader,
     epoch_seed,
 )
-from cryovae.data.fourier import check_crop_box, cropped_pixel_size, fourier_crop
+from cryovae.data.fourier import check_crop_box, cropped_pixel_size, fourier_crop, fourier_resample
 from cryovae.data.preprocess import (
     NORMALIZE_MODES,
     ConstantImages,
@@ -41,6 +41,7 @@ __all__ = [
     "check_finite",
     "cropped_pixel_size",
     "fourier_crop",
+    "fourier_resample",
     "normalize_images",
     "preprocess_images",
     "preprocess_particle_file",

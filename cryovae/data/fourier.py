@@ -61,3 +61,31 @@ def fourier_crop(images: np.ndarray, box: int) -> np.ndarray:
 def cropped_pixel_size(pixel_size: float, size: int, box: int) -> float:
     """Å/pixel after Fourier-cropping ``size``-pixel images to ``box``: ``pixel_size * size / box``."""
     return float(pixel_size) * size / box
+
+
+def fourier_resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Fourier-crop one ``(H, W)`` image (square or not, any parity) to ``shape = (h, w)``.
+
+    Keeps the frequencies ``-(h//2) .. (h-1)//2`` of the rows and ``0 .. w//2`` of the columns
+    (real FFT). Output pixel ``(i, j)`` samples the band-limited input at row ``i * H / h`` and
+    column ``j * W / w`` (pixel 0 stays pixel 0); the mean value is preserved. ``h <= H``,
+    ``w <= W`` (this only shrinks).
+
+    Returns
+    -------
+    np.ndarray
+        float32 ``(h, w)``.
+    """
+    arr = np.asarray(image)
+    big_h, big_w = arr.shape
+    h, w = int(shape[0]), int(shape[1])
+    if not (1 <= h <= big_h and 1 <= w <= big_w):
+        raise CryovaeError(f"cannot Fourier-crop a {big_w} x {big_h} px image to {w} x {h} px")
+    if (h, w) == (big_h, big_w):
+        return arr.astype(np.float32, copy=True)
+    spectrum = sfft.rfft2(arr.astype(np.float32, copy=False), workers=-1)
+    rows = np.r_[0:(h + 1) // 2, big_h - h // 2:big_h]
+    cropped = spectrum[rows, : w // 2 + 1]
+    out = sfft.irfft2(cropped, s=(h, w), workers=-1)
+    out *= (h * w) / (big_h * big_w)
+    return out.astype(np.float32, copy=False)

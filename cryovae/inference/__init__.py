@@ -1,13 +1,23 @@
 """Apply trained runs: :class:`TrainedRun`, :func:`encode_stack`, :func:`refine_latents`,
-:func:`recenter_template`, and the star / .cs writers of the results (:mod:`.results`)."""
+:func:`recenter_template`, :func:`pick_micrograph` (particles in micrographs), and the star / .cs writers of the results (:mod:`.results`)."""
 
 from cryovae.inference.encode import encode_images, encode_stack, encoded_pixel_sizes
+from cryovae.inference.picking import (
+    DEFAULT_FOM,
+    DEFAULT_THRESHOLD,
+    FOMS,
+    MicrographPicks,
+    PickConfig,
+    coordinate_columns,
+    pick_micrograph,
+)
 from cryovae.inference.recenter import recenter_template, store_template_center
 from cryovae.inference.refine import RefineConfig, refine_latents
 from cryovae.inference.results import check_output, stack_ctf, write_cs, write_particles, write_star
 from cryovae.inference.trained_run import TrainedRun
 from cryovae.runs import Latents
 
-__all__ = ["Latents", "RefineConfig", "TrainedRun", "check_output", "encode_images", "encode_stack",
+__all__ = ["DEFAULT_FOM", "DEFAULT_THRESHOLD", "FOMS", "Latents", "MicrographPicks", "PickConfig",
+           "coordinate_columns", "pick_micrograph", "RefineConfig", "TrainedRun", "check_output", "encode_images", "encode_stack",
            "encoded_pixel_sizes", "recenter_template", "refine_latents", "stack_ctf", "store_template_center",
            "write_cs", "write_particles", "write_star"]

@@ -11,6 +11,7 @@ Other layers use only what is re-exported here::
 from cryovae.models.base import (
     CLASS_EXTRA,
     CLASS_PROB_EXTRA,
+    AttentionMap,
     Encoding,
     LossTerms,
     ModelConfig,
@@ -45,7 +46,7 @@ from cryovae.models.transforms import rotate_images
 from cryovae.models.tvae import TVAE, TVAEConfig
 
 __all__ = [
-    "CLASS_EXTRA", "CLASS_PROB_EXTRA", "CTF_COLUMNS", "Encoding", "GaussianMixturePrior", "LatentPrior", "LossTerms",
+    "AttentionMap", "CLASS_EXTRA", "CLASS_PROB_EXTRA", "CTF_COLUMNS", "Encoding", "GaussianMixturePrior", "LatentPrior", "LossTerms",
     "MCEConfig", "MCEVAE", "ModelConfig", "PoseVAE", "SpatialConfig",
     "SpatialGenerator", "SpatialVAE", "StandardNormalPrior", "TVAE", "TVAEConfig", "TargetConfig", "TargetVAE", "apply_ctf",
     "build_model", "check_ctf_finite", "compute_ctf", "config_from_dict", "ctf_parameters", "model_class",

@@ -11,7 +11,9 @@ box) as the spatial generator's image of a content latent ``z`` at an in-plane p
   ``DistributedDataParallel``, calls);
 - ``infer(y)`` -> :class:`Encoding` (the per-particle posterior summary the writers need);
 - ``log_posterior(y, z, theta, c, ctf)`` for the per-particle refinement (the default here:
-  likelihood + ``prior.log_density`` + the Gaussian centre prior).
+  likelihood + ``prior.log_density`` + the Gaussian centre prior);
+- optionally ``attention_map(image)`` -> :class:`AttentionMap` (a model whose encoder scores
+  every pixel of an image of any size: what ``cryovae pick`` needs; the default is None).
 
 It is registered with one line in :mod:`cryovae.models.registry`. Everything else in cryovae
 (training, inference, writers, napari) uses only this contract.
@@ -176,6 +178,33 @@ class LossTerms:
         return self.recon - self.kl
 
 
+@dataclass
+class AttentionMap:
+    """A model's reading of every pixel of a large image (a micrograph at the model's pixel size)
+    as a candidate particle centre; what :meth:`PoseVAE.attention_map` returns.
+
+    Pixel (i, j) of every map is the hypothesis "a particle's encoder-frame centre is at pixel
+    (row i, column j)". The particle's centre (that of the centred template, what a box cut for
+    training should be centred on) is at ``(x, y) = (j, i) + center_offset[:, :, i, j]``.
+
+    Attributes
+    ----------
+    score : (B, H, W) attention score, nats: the log attention marginalised over the rotations,
+        ``log sum_r exp logit(t, r)`` (unnormalised; higher = more particle-like).
+    theta : (B, H, W) rotation at the best r of each pixel, radians in (-pi, pi], internal
+        convention (``rlnAnglePsi`` = degrees of it).
+    z : (B, zdim, H, W) content latent at each pixel (the posterior mean, mixed over r with the
+        weights ``softmax_r logit(t, r)``).
+    center_offset : (B, 2, H, W) ``(dx, dy)`` pixels from the pixel to the particle's centre
+        (``R(-theta) m`` for the generator's template centre ``m``; 0 when ``m`` is 0).
+    """
+
+    score: torch.Tensor
+    theta: torch.Tensor
+    z: torch.Tensor
+    center_offset: torch.Tensor
+
+
 def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
     """Wrap radians to (-pi, pi]."""
     return math.pi - torch.remainder(math.pi - theta, 2 * math.pi)
@@ -283,6 +312,23 @@ class PoseVAE(nn.Module, abc.ABC):
     @abc.abstractmethod
     def infer(self, y: torch.Tensor) -> Encoding:
         """Deterministic per-particle summary of the posterior of ``y`` (B, box, box)."""
+
+    @property
+    def attention_context_px(self) -> int:
+        """Pixels of context each side of a pixel that its :meth:`attention_map` value depends on
+        (half the encoder's receptive field): tiles that overlap by this much give the map of the
+        whole image. 0 for a model without an attention map."""
+        return 0
+
+    def attention_map(self, image: torch.Tensor) -> AttentionMap | None:
+        """Score every pixel of ``image`` (B, H, W) (any H, W; the model's pixel size, the
+        run's preprocessing) as a particle centre, with the pose and content found there.
+
+        A model whose encoder is fully convolutional (TARGET-VAE) returns an
+        :class:`AttentionMap` of the same H x W; others return None (this default), and
+        ``cryovae pick`` refuses them with one line.
+        """
+        return None
 
     def capsule_sequence(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """For a model with capsules (the Topographic VAE): each particle of ``y`` (B, box, box)

@@ -97,6 +97,7 @@ class GroupAttentionEncoder(nn.Module):
                  inner_kernel: int = 1, fft_lift: bool = True, max_shift: int | None = None) -> None:
         super().__init__()
         self.n_rotations, self.fft_lift = n_rotations, fft_lift
+        self.kernel, self.layers, self.inner_kernel = kernel, layers, inner_kernel
         self.split_z = prior.split
         self.max_shift = max_shift
         self.n_out = 3 + prior.n_outputs
@@ -148,10 +149,20 @@ class GroupAttentionEncoder(nn.Module):
             return self.plain[0](images[:, None])
         return self.lift(enn.GeometricTensor(images[:, None], self.in_type)).tensor
 
-    def forward(self, images: torch.Tensor) -> GroupPosterior:
-        """(B, H, W) images -> posterior over every (r, t)."""
+    @property
+    def context_px(self) -> int:
+        """Half the receptive field in pixels: an output cell depends on the input pixels at most
+        this far away (the lifting kernel's half-width plus the inner kernels')."""
+        return self.kernel // 2 + self.layers * (self.inner_kernel // 2)
+
+    def forward(self, images: torch.Tensor, window: bool = True) -> GroupPosterior:
+        """(B, H, W) images -> posterior over every (r, t).
+
+        window : keep only the training-time translation window (``max_shift``); False gives
+            every pixel of an image of any size (the attention map of a micrograph).
+        """
         x = self.lift_forward(images)
-        if self.max_shift is not None:
+        if window and self.max_shift is not None:
             ch, cw, m = x.shape[-2] // 2, x.shape[-1] // 2, self.max_shift
             x = x[..., max(ch - m, 0): ch + m + 1, max(cw - m, 0): cw + m + 1]
         if self.plain is not None:

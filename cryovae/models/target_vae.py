@@ -15,7 +15,15 @@ from typing import ClassVar
 import torch
 
 from cryovae.errors import CryovaeError
-from cryovae.models.base import Encoding, LossTerms, ModelConfig, PoseVAE, option, wrap_angle
+from cryovae.models.base import (
+    AttentionMap,
+    Encoding,
+    LossTerms,
+    ModelConfig,
+    PoseVAE,
+    option,
+    wrap_angle,
+)
 from cryovae.models.distributions import (
     gumbel_softmax_sample,
     kl_categorical,
@@ -206,6 +214,29 @@ class TargetVAE(PoseVAE):
         recon = self.reconstruction(y, z, theta, cell.center_px, ctf)
         parts = self.kl_terms(post)
         return LossTerms(recon=recon, kl=sum(parts.values()), kl_parts=parts)
+
+    @property
+    def attention_context_px(self) -> int:
+        return self.encoder.context_px
+
+    @torch.no_grad()
+    def attention_map(self, image: torch.Tensor) -> AttentionMap:
+        """The encoder over the whole of ``image`` (B, H, W), without the training-time
+        translation window: at every pixel, ``log sum_r exp logit``, theta at the best r, z mixed
+        over r, and the template-centre offset (see :class:`cryovae.models.AttentionMap`)."""
+        post = self.encoder(image, window=False)
+        logits = post.logits.float()  # (B, N, H, W)
+        score = torch.logsumexp(logits, dim=1)
+        best = logits.argmax(dim=1, keepdim=True)  # (B, 1, H, W)
+        theta = torch.gather(post.theta_delta.float(), 1, best)[:, 0] + self.offsets[best[:, 0]]
+        theta = wrap_angle(theta)
+        w = torch.softmax(logits, dim=1)  # (B, N, H, W)
+        params = tuple(p.float() for p in self.z_params(post))
+        z = (w[:, None] * self.prior.mean(params)).sum(2)  # (B, zdim, H, W)
+        b, h, wd = theta.shape
+        offset = self.generator.centred_pose(theta.reshape(-1), torch.zeros(b * h * wd, 2, device=theta.device))
+        offset = offset.reshape(b, h, wd, 2).permute(0, 3, 1, 2)
+        return AttentionMap(score=score, theta=theta, z=z, center_offset=offset.contiguous())
 
     @torch.no_grad()
     def infer(self, y: torch.Tensor) -> Encoding:
