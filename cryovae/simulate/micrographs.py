@@ -27,8 +27,8 @@ coordinate convention of :mod:`cryovae.io.coordinates`)::
   particle's mean density) and, unless ``carbon=False``, a carbon edge: a straight edge across
   the micrograph beyond which the density steps (by 0.3 to 0.6 times the particle's mean density, up or
   down), with a bright rim (2 to 4 times) along the edge. Particles
-  keep clear of junk (centre distance at least particle radius + blob radius + 2 px) and of the
-  rim.
+  keep clear of junk (centre distance at least particle radius + blob radius + 6 px, where a
+  blob's soft edge has fallen below 2%) and of the rim (3 rim sigmas).
 * Gradient: a smooth plane plus a broad bump, up to about ``gradient`` times the particle's mean
   density across the micrograph.
 """
@@ -62,6 +62,8 @@ CHUNK = 256
 #: Gaussian sigma of the carbon rim, pixels
 RIM_SIGMA_PX = 2.0
 _SOFT_EDGE_PX = 1.5
+#: gap between a particle's disc and an ice blob's radius, pixels (the blob's soft edge is below 2% there)
+JUNK_CLEARANCE_PX = 4 * _SOFT_EDGE_PX
 
 
 @dataclass(frozen=True)
@@ -331,7 +333,7 @@ def _layout(config: MicrographConfig, name: str, seed_seq: np.random.SeedSequenc
         ok = np.ones(len(xy), bool)
         if n_junk:
             dist = np.hypot(xy[:, None, 0] - jx[None], xy[:, None, 1] - jy[None])
-            ok &= (dist >= radius + jr[None] + 2.0).all(axis=1)
+            ok &= (dist >= radius + jr[None] + JUNK_CLEARANCE_PX).all(axis=1)
         if carbon is not None:
             ok &= np.abs(xy @ np.asarray(carbon["normal"]) - carbon["offset"]) >= rim_clear
         return ok
