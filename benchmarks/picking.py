@@ -8,7 +8,9 @@ For every SNR and seed:
    with its matching training particle set (``OUT/particles``: same molecule, pixel size, box and
    SNR);
 2. ``cryovae``: ``cryovae train particles.star --group p8 --zdim 1`` plus only what the benchmark
-   must set (``--epochs`` cap, ``--seed``, ``--device``; listed under the table), then
+   must set (``--epochs`` cap, ``--seed``, ``--device``, and ``--refine-steps 0``: the per-particle
+   refinement after training only improves the training particles' own star, which picking
+   does not read, and costs minutes; listed under the table), then
    ``cryovae pick RUN micrographs.star`` and ``cryovae evaluate-picks``;
 3. ``topaz``: its pretrained general model at its documented settings (below), its picks written
    as RELION coordinate stars in the original micrograph's pixels and scored by the same
@@ -26,9 +28,11 @@ Scores (``cryovae evaluate-picks``, one-to-one Hungarian matching within half th
 diameter): precision, recall and F1 at each method's own threshold (cryovae: ``cryovae pick``'s
 default; topaz: a score of 0, i.e. p >= 0.5, the classifier's own decision boundary: topaz
 documents no default beyond its extraction floor of -6 and says to choose one from a
-precision-recall curve), the average precision (AUPRC) over every candidate each method writes,
-the best F1 over thresholds (an oracle threshold, from the same curve) and the median rotation
-error of matched picks (cryovae only; topaz gives no angle). Medians over seeds.
+precision-recall curve), the average precision (AUPRC) over every candidate each method finds
+(cryovae: ``cryovae pick --threshold -inf``, every peak above its z-score floor; topaz: its
+extraction floor), the best F1 over thresholds (an oracle threshold, from the same curve) and
+the median rotation error of matched picks (cryovae only; topaz gives no angle). Medians over
+seeds.
 
 topaz (https://github.com/tbepler/topaz, GPL-3) is called only as a program, never imported.
 Install it in its own venv (not a cryovae dependency)::
@@ -68,7 +72,7 @@ torchvision from PyPI is built against PyPI's CUDA torch: a CPU-only torch besid
 
 Usage::
 
-    python benchmarks/picking.py                       # 3 SNRs x 3 seeds, 2 micrographs of 1024 px each
+    python benchmarks/picking.py                       # 3 SNRs x 3 seeds, a 1024 px micrograph each
     python benchmarks/picking.py --device cuda
     python benchmarks/picking.py --quick               # a few minutes: 1 seed, 1 small micrograph, a smoke test
     python benchmarks/picking.py --snr 1 --seeds 1 --methods cryovae crops --topaz /opt/topaz/bin/topaz
@@ -120,10 +124,10 @@ TOPAZ_CONTRASTS = {"dark": "topaz-dark", "bright": "topaz-bright"}
 def settings(args: argparse.Namespace) -> dict:
     """Sizes of the sets and the training (``--quick``: tiny, a smoke test)."""
     if args.quick:
-        s = dict(n_micrographs=1, size=512, n_train=300, epochs=2, timing_size=1024, timing_repeats=1,
+        s = dict(n_micrographs=1, size=384, n_train=200, epochs=1, timing_size=512, timing_repeats=1,
                  packings=["touching"], topaz_contrast=["dark"])
     else:
-        s = dict(n_micrographs=2, size=1024, n_train=1000, epochs=6, timing_size=4096, timing_repeats=3,
+        s = dict(n_micrographs=1, size=1024, n_train=1000, epochs=4, timing_size=4096, timing_repeats=3,
                  packings=["touching", "overlapping"], topaz_contrast=["dark", "bright"])
     for key in ("n_micrographs", "size", "n_train", "epochs", "timing_size", "timing_repeats", "packings",
                 "topaz_contrast"):
@@ -137,8 +141,8 @@ def settings(args: argparse.Namespace) -> dict:
 
 def train_args(s: dict, seed: int, device: str) -> list[str]:
     """``cryovae train`` options of one run: the default command plus what the benchmark must set."""
-    return ["--group", "p8", "--zdim", "1", "--epochs", str(s["epochs"]), "--seed", str(seed), "--device", device,
-            *s["train_extra"]]
+    return ["--group", "p8", "--zdim", "1", "--epochs", str(s["epochs"]), "--refine-steps", "0", "--seed", str(seed),
+            "--device", device, *s["train_extra"]]
 
 
 def pick_args(s: dict, device: str) -> list[str]:
@@ -272,11 +276,36 @@ def matched_offset(pickdir: Path, truth: Path, radius: float) -> list[float]:
 # -- the two pickers -------------------------------------------------------------------------------
 def cryovae_pick(rundir: Path, data: Path, out: Path, s: dict, device: str) -> float:
     """``cryovae pick RUN DATA/micrographs.star -o OUT``; returns seconds per micrograph."""
+    from cryovae.cli.main import COMMANDS
+
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    cryovae_cli(["pick", rundir, data / "micrographs.star", "-o", out, *pick_args(s, device)])
+    if "pick" in COMMANDS:
+        # every candidate (threshold -inf), so that the AUPRC sees them all, as topaz's floor -6
+        # does for topaz; precision / recall / F1 are scored at pick's default threshold
+        cryovae_cli(["pick", rundir, data / "micrographs.star", "-o", out, "--threshold", "-inf",
+                     *pick_args(s, device)])
+    else:
+        library_pick(rundir, data, out, device)
     return (time.perf_counter() - t0) / max(1, len(micrographs(data)))
+
+
+def library_pick(rundir: Path, data: Path, out: Path, device: str) -> None:
+    """What ``cryovae pick --threshold -inf`` writes (a star per micrograph with every candidate,
+    autopick.star), through ``cryovae.inference.pick_micrograph``: for a cryovae without the command."""
+    from cryovae.inference import TrainedRun, pick_micrograph
+    from cryovae.io import read_micrograph, write_autopick_index, write_coordinates
+
+    log.warning("this cryovae has no 'cryovae pick' command: picking through cryovae.inference.pick_micrograph")
+    run = TrainedRun.load(rundir, device="cpu" if device == "auto" else device)
+    out.mkdir(parents=True)
+    index = []
+    for path, apix in micrographs(data):
+        picks = pick_micrograph(run, read_micrograph(path).data, apix)
+        write_coordinates(out / f"{path.stem}.star", picks.coordinate_table(threshold=-np.inf))
+        index.append((str(path.resolve()), f"{path.stem}.star"))
+    write_autopick_index(out / "autopick.star", index)
 
 
 def find_topaz(given: str | None) -> Path | None:
@@ -306,6 +335,11 @@ def topaz_commands(topaz: Path, inputs: list[Path], pre: Path, picks: Path, scal
              *map(str, inputs)],
             [str(topaz), "extract", "-m", TOPAZ_MODEL, "-r", str(radius), "-x", str(scale), "-d", "-1",
              "-j", str(threads), "-o", str(picks), *[str(pre / f"{p.stem}.mrc") for p in inputs]]]
+
+
+def shown(cmd: list[str], folder: Path) -> str:
+    """A command as the table shows it: ``topaz`` for the executable, paths relative to ``folder``."""
+    return shlex.join(["topaz", *cmd[1:]]).replace(f"{folder}/", "")
 
 
 def run_logged(cmd: list[str], logfile: Path, env: dict[str, str] | None = None) -> float:
@@ -380,7 +414,7 @@ def topaz_pick(topaz: Path, data: Path, out: Path, contrast: str, s: dict) -> tu
     (out / "preprocessed").mkdir()
     seconds = sum(run_logged(c, out / "topaz.log", thread_env(s["threads"])) for c in cmds)
     topaz_to_stars(out / "picks.txt", mics, out / "picks")
-    return seconds / len(mics), [shlex.join(c) for c in cmds]
+    return seconds / len(mics), [shown(c, data) for c in cmds]
 
 
 # -- one set ---------------------------------------------------------------------------------------
@@ -389,8 +423,7 @@ def score_cryovae(rundir: Path, data: Path, name: str, base: dict, s: dict, devi
 
     picks = data / f"picks_{name}"
     per_mic = cryovae_pick(rundir, data, picks, s, device)
-    # cryovae pick writes its picks above its default threshold; scored as written
-    scores = evaluate(picks, data / "truth", data / f"eval_{name}", None)
+    scores = evaluate(picks, data / "truth", data / f"eval_{name}", DEFAULT_THRESHOLD[DEFAULT_FOM])
     return {**base, "method": name, "pick_seconds": per_mic, "fom": DEFAULT_FOM,
             "own_threshold": DEFAULT_THRESHOLD[DEFAULT_FOM], **scores}
 
@@ -458,13 +491,14 @@ def timing(rundir: Path, topaz: Path | None, s: dict, work: Path, device: str) -
     env = thread_env(s["threads"])
     out = data / "timed"
     rows = []
+    from cryovae.cli.main import COMMANDS
+
     cmd = [sys.executable, "-m", "cryovae", "pick", str(rundir), str(mics[0][0]), "-o", str(out),
            *pick_args(s, device)]
     times = []
-    for _ in range(s["timing_repeats"]):
+    for _ in range(s["timing_repeats"] if "pick" in COMMANDS else 0):
         if out.exists():
             shutil.rmtree(out)
-        out.mkdir(parents=True)
         times.append(run_logged(cmd, data / "cryovae_pick.log", env))
     run = TrainedRun.load(rundir, device="cpu" if device == "auto" else device)
     image = read_micrograph(mics[0][0])
@@ -478,7 +512,7 @@ def timing(rundir: Path, topaz: Path | None, s: dict, work: Path, device: str) -
             lib.append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(previous)
-    rows.append({"method": "cryovae", "seconds": statistics.median(times), "runs": times,
+    rows.append({"method": "cryovae", "seconds": statistics.median(times) if times else float("nan"), "runs": times,
                  "library_seconds": statistics.median(lib),
                  "startup_seconds": startup_seconds([sys.executable, "-m", "cryovae", "--help"], 3, env),
                  "command": shlex.join(["cryovae", "pick", "RUN", mics[0][0].name, "-o", "OUT",
@@ -499,11 +533,17 @@ def timing(rundir: Path, topaz: Path | None, s: dict, work: Path, device: str) -
         times.append(sum(run_logged(c, data / "topaz.log", env) for c in cmds))
     rows.append({"method": "topaz-dark", "seconds": statistics.median(times), "runs": times,
                  "startup_seconds": 2 * startup_seconds([str(topaz), "--help"], 3, env),
-                 "command": " && ".join(shlex.join(c) for c in cmds)})
+                 "command": " && ".join(shown(c, data) for c in cmds)})
     return rows
 
 
 # -- the table -------------------------------------------------------------------------------------
+def own_threshold(rows: list[dict]) -> str:
+    """cryovae pick's default threshold as scored (its figure of merit and value)."""
+    r = next((r for r in rows if r.get("method") in ("cryovae", "crops") and "own_threshold" in r), None)
+    return "n/a" if r is None else f"{r['fom']} >= {r['own_threshold']:g}"
+
+
 def table(rows: list[dict], timed: list[dict], s: dict, seeds: list[int], command: str, quick: bool) -> str:
     lines = [
         "### Particle picking on simulated micrographs: cryovae pick and topaz",
@@ -567,8 +607,9 @@ def table(rows: list[dict], timed: list[dict], s: dict, seeds: list[int], comman
     commands = sorted({r["command"] for r in rows if "command" in r})
     topaz_cmds = next((r["topaz_commands"] for r in rows if "topaz_commands" in r), None)
     lines += ["Commands of the runs:", "", *[f"- `{c}`" for c in commands],
-              f"- `cryovae pick RUN micrographs.star -o PICKS {shlex.join(pick_args(s, '...'))}`",
-              "- `cryovae evaluate-picks PICKS truth -o EVAL` (topaz: `--threshold 0`)"]
+              f"- `cryovae pick RUN micrographs.star -o PICKS --threshold -inf {shlex.join(pick_args(s, '...'))}`",
+              f"- `cryovae evaluate-picks PICKS truth -o EVAL --threshold T` (T: cryovae pick's default, "
+              f"{own_threshold(rows)}; topaz: {TOPAZ_THRESHOLD:g})"]
     if topaz_cmds:
         lines += [f"- `{c}`" for c in topaz_cmds]
     return "\n".join(lines) + "\n"
@@ -597,15 +638,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds of the sets and runs [1 2 3; 1 quick]")
     p.add_argument("--methods", nargs="+", choices=METHODS, default=["cryovae", "topaz"],
                    help="cryovae, topaz, crops (train on random micrograph crops, no labels) [cryovae topaz]")
-    p.add_argument("--n-micrographs", dest="n_micrographs", type=int, default=None, help="micrographs per set [2; 1]")
-    p.add_argument("--size", type=int, default=None, help="micrograph edge, pixels [1024; 512 quick]")
-    p.add_argument("--n-train", dest="n_train", type=int, default=None, help="training particles [1000; 300 quick]")
-    p.add_argument("--epochs", type=int, default=None, help="cap on training epochs [6; 2 quick]")
+    p.add_argument("--n-micrographs", dest="n_micrographs", type=int, default=None, help="micrographs per set [1]")
+    p.add_argument("--size", type=int, default=None, help="micrograph edge, pixels [1024; 384 quick]")
+    p.add_argument("--n-train", dest="n_train", type=int, default=None, help="training particles [1000; 200 quick]")
+    p.add_argument("--epochs", type=int, default=None, help="cap on training epochs [4; 1 quick]")
     p.add_argument("--packings", nargs="*", choices=["touching", "overlapping"], default=None,
                    help="extra packings picked at --packing-snr [touching overlapping; touching quick]")
     p.add_argument("--packing-snr", dest="packing_snr", type=float, default=1.0, help="SNR of those [1]")
     p.add_argument("--timing-size", dest="timing_size", type=int, default=None,
-                   help="edge of the timed micrograph, pixels [4096; 1024 quick]; 0: no timing")
+                   help="edge of the timed micrograph, pixels [4096; 512 quick]; 0: no timing")
     p.add_argument("--timing-apix", dest="timing_apix", type=float, default=1.0, help="its pixel size, Å [1]")
     p.add_argument("--timing-repeats", dest="timing_repeats", type=int, default=None, help="[3; 1 quick]")
     p.add_argument("--threads", type=int, default=2, help="CPU threads of the timed commands [2]")
