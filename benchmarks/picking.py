@@ -146,8 +146,9 @@ def train_args(s: dict, seed: int, device: str) -> list[str]:
 
 
 def pick_args(s: dict, device: str) -> list[str]:
-    """``cryovae pick`` options (its defaults, the device and --pick-args)."""
-    return ["--device", device, *s["pick_extra"]]
+    """``cryovae pick`` options: its defaults, the device, no PNG overviews (not part of picking)
+    and --pick-args."""
+    return ["--device", device, "--no-png", *s["pick_extra"]]
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -419,7 +420,7 @@ def topaz_pick(topaz: Path, data: Path, out: Path, contrast: str, s: dict) -> tu
 
 # -- one set ---------------------------------------------------------------------------------------
 def score_cryovae(rundir: Path, data: Path, name: str, base: dict, s: dict, device: str) -> dict:
-    from cryovae.inference.picking import DEFAULT_FOM, DEFAULT_THRESHOLD
+    from cryovae.inference import DEFAULT_FOM, DEFAULT_THRESHOLD
 
     picks = data / f"picks_{name}"
     per_mic = cryovae_pick(rundir, data, picks, s, device)
