@@ -9,6 +9,7 @@ from cryovae.inference.picking import (
     MicrographPicks,
     PickConfig,
     coordinate_columns,
+    has_attention,
     pick_micrograph,
 )
 from cryovae.inference.recenter import recenter_template, store_template_center
@@ -18,6 +19,6 @@ from cryovae.inference.trained_run import TrainedRun
 from cryovae.runs import Latents
 
 __all__ = ["DEFAULT_FOM", "DEFAULT_THRESHOLD", "FOMS", "Latents", "MicrographPicks", "PickConfig",
-           "coordinate_columns", "pick_micrograph", "RefineConfig", "TrainedRun", "check_output", "encode_images", "encode_stack",
+           "coordinate_columns", "has_attention", "pick_micrograph", "RefineConfig", "TrainedRun", "check_output", "encode_images", "encode_stack",
            "encoded_pixel_sizes", "recenter_template", "refine_latents", "stack_ctf", "store_template_center",
            "write_cs", "write_particles", "write_star"]

@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 from cryovae.data import fourier_resample
 from cryovae.errors import CryovaeError
@@ -52,13 +53,16 @@ log = logging.getLogger(__name__)
 #: micrograph; "likelihood" — the log likelihood ratio, per pixel of the box, of the patch under
 #: the generator's particle at the peak's pose and z against background only; "combined" — the
 #: sum of the two, each a robust z-score over the micrograph's candidates
-FOMS = ("zscore", "likelihood", "combined")
+FOMS = ("zscore", "likelihood", "explained", "combined")
 #: default figure of merit and threshold (docs/picking.md: what was measured to choose them)
 DEFAULT_FOM = "zscore"
-DEFAULT_THRESHOLD = {"zscore": 4.0, "likelihood": 0.05, "combined": 4.0}
+DEFAULT_THRESHOLD = {"zscore": 4.0, "likelihood": 0.05, "explained": 0.05, "combined": 4.0}
 #: candidates kept below the threshold (for a UI that lowers it live): robust z-score floor of
 #: the attention score
 DEFAULT_FLOOR = 1.0
+#: unexplained energy per pixel (in units of the noise variance) that the "combined" figure of
+#: merit tolerates before it down-weights a candidate
+MISFIT_TOLERANCE = 0.5
 #: a micrograph pixel size within this fraction of the run's is used without resampling
 APIX_TOLERANCE = 0.01
 
@@ -276,6 +280,13 @@ def tiles(shape: tuple[int, int], tile: int) -> list[tuple[slice, slice]]:
             for r in range(0, h, tile) for c in range(0, w, tile)]
 
 
+@torch.no_grad()
+def has_attention(run: TrainedRun) -> bool:
+    """Whether the run's model gives an attention map (what picking needs)."""
+    probe = torch.zeros(1, run.box, run.box, device=run.device)
+    return run.model.attention_map(probe) is not None
+
+
 def no_attention_message(run: TrainedRun) -> str:
     return (f"{run.rundir}: picking needs TARGET-VAE's attention (train with --model target); "
             f"this run's model is {run.model.title or type(run.model).__name__}")
@@ -336,27 +347,32 @@ def robust_zscore(x: np.ndarray, ref: np.ndarray | None = None) -> np.ndarray:
 
 
 def find_peaks(score: np.ndarray, radius: float, floor: float) -> tuple[np.ndarray, np.ndarray]:
-    """Rows and columns of the local maxima of ``score`` (h, w) that are the largest value within
-    ``radius`` pixels (a disc) and above ``floor``, best first. Ties on a plateau keep one pixel."""
-    r = max(1, int(math.floor(radius)))
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    footprint = (xx**2 + yy**2) <= radius**2
-    mx = ndimage.maximum_filter(score, footprint=footprint, mode="constant", cval=-np.inf)
-    peak = (score >= mx) & (score > floor)
-    rows, cols = np.nonzero(peak)
+    """Rows and columns of the peaks of ``score`` (h, w) above ``floor``, no two closer than
+    ``radius`` pixels, best first.
+
+    Candidates are the maxima of the square inscribed in the disc of ``radius`` (a separable, fast
+    :func:`scipy.ndimage.maximum_filter`; every maximum of the disc is one of them); then, best
+    first, a candidate is kept unless a kept one lies within ``radius`` (greedy non-maximum
+    suppression; of a plateau one pixel is kept).
+    """
+    half = max(1, int(math.floor(radius / math.sqrt(2.0))))
+    mx = ndimage.maximum_filter(score, size=2 * half + 1, mode="constant", cval=-np.inf)
+    rows, cols = np.nonzero((score >= mx) & (score > floor))
     order = np.argsort(-score[rows, cols], kind="stable")
     rows, cols = rows[order], cols[order]
-    # a plateau makes several maxima within the radius: keep the first of each (greedy)
+    if len(rows) < 2:
+        return rows, cols
+    pts = np.stack([rows, cols], 1).astype(np.float64)
+    neighbours: dict[int, list[int]] = {}
+    for a, b in cKDTree(pts).query_pairs(r=radius - 1e-9):
+        neighbours.setdefault(a, []).append(b)
+        neighbours.setdefault(b, []).append(a)
     keep = np.ones(len(rows), bool)
-    if len(rows) > 1:
-        taken = np.zeros(score.shape, bool)
-        for k, (i, j) in enumerate(zip(rows, cols, strict=True)):
-            i0, i1 = max(i - r, 0), min(i + r + 1, score.shape[0])
-            j0, j1 = max(j - r, 0), min(j + r + 1, score.shape[1])
-            if taken[i0:i1, j0:j1][footprint[i0 - i + r:i1 - i + r, j0 - j + r:j1 - j + r]].any():
-                keep[k] = False
-            else:
-                taken[i, j] = True
+    for k in range(len(rows)):
+        if keep[k]:
+            for j in neighbours.get(k, ()):
+                if j > k:
+                    keep[j] = False
     return rows[keep], cols[keep]
 
 
@@ -380,36 +396,63 @@ def subpixel(score: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.
 
 
 @torch.no_grad()
-def likelihood_ratio(run: TrainedRun, image: np.ndarray, rows: np.ndarray, cols: np.ndarray,
-                     theta: np.ndarray, z: np.ndarray, offset: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Per-pixel log likelihood ratio of each candidate's box: the generator's particle at the
-    candidate's pose and z against background only (mean 0), same noise model, nats per pixel.
+def candidate_fit(run: TrainedRun, image: np.ndarray, rows: np.ndarray, cols: np.ndarray, theta: np.ndarray,
+                  z: np.ndarray, offset: np.ndarray, batch_size: int = 256
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How well the generator's particle at each candidate's pose and z explains its box.
 
     image : (h, w) prepared micrograph.  rows, cols : (n,) encoder-frame centres (pixels).
     theta : (n,) radians.  z : (n, zdim).  offset : (n, 2) template-centre offsets (pixels).
-    Returns (n,) float32.
+
+    Returns
+    -------
+    llr : (n,) log likelihood ratio per pixel of the box, nats: the particle (generator mean
+        ``mu``, the model's noise) against background only (mean 0, same noise),
+        ``sum (y mu - mu^2 / 2) / sigma^2 / box^2``.
+    explained : (n,) the same ratio with the noise level of each hypothesis fitted to the box
+        (profile likelihood), per pixel: ``0.5 log(sum y^2 / sum (y - mu)^2)``. Positive when the
+        particle explains part of the box's energy; near 0 for a bright object the generator
+        cannot draw (its energy stays in the residual); negative for noise.
+    misfit : (n,) ``mean((y - mu)^2 / sigma^2) - 1`` over the box: about 0 when the particle and
+        the model's noise explain the box, large for bright junk the generator cannot draw.
     """
     box = run.box
     half = box // 2
     padded = np.pad(np.asarray(image, np.float32), half, mode="constant")
     model = run.model
-    out = np.zeros(len(rows), np.float32)
+    llr_out = np.zeros(len(rows), np.float32)
+    expl_out = np.zeros(len(rows), np.float32)
+    misfit_out = np.zeros(len(rows), np.float32)
     for s in range(0, len(rows), batch_size):
         sl = slice(s, s + batch_size)
-        r, c = rows[sl], cols[sl]
-        idx_r = r[:, None] + np.arange(box)[None, :]  # padded index of row r - half + k
-        idx_c = c[:, None] + np.arange(box)[None, :]
+        idx_r = rows[sl][:, None] + np.arange(box)[None, :]  # padded index of row r - half + k
+        idx_c = cols[sl][:, None] + np.arange(box)[None, :]
         patches = padded[idx_r[:, :, None], idx_c[:, None, :]]  # (b, box, box), centre pixel = box//2
         y = torch.from_numpy(np.ascontiguousarray(patches)).to(run.device)
         zz = torch.from_numpy(np.ascontiguousarray(z[sl], dtype=np.float32)).to(run.device)
         th = torch.from_numpy(np.ascontiguousarray(theta[sl], dtype=np.float32)).to(run.device)
         cc = torch.from_numpy(np.ascontiguousarray(offset[sl], dtype=np.float32)).to(run.device)
         mean, log_sigma = model.decode(zz if run.zdim else None, th, cc)
+        mean = mean.float()
         inv_var = torch.exp(-2 * log_sigma.float()).expand_as(mean)
-        # log N(y; mean) - log N(y; 0) = (y mean - mean^2 / 2) / sigma^2, summed over the box
         llr = ((y * mean - 0.5 * mean**2) * inv_var).flatten(1).sum(1) / (box * box)
-        out[sl] = llr.float().cpu().numpy()
-    return out
+        e0 = (y**2).flatten(1).sum(1)
+        e1 = ((y - mean) ** 2).flatten(1).sum(1)
+        llr_out[sl] = llr.cpu().numpy()
+        expl_out[sl] = (0.5 * torch.log(e0.clamp_min(1e-12) / e1.clamp_min(1e-12))).cpu().numpy()
+        misfit_out[sl] = (((y - mean) ** 2 * inv_var).flatten(1).mean(1) - 1.0).cpu().numpy()
+    return llr_out, expl_out, misfit_out
+
+
+def fit_checked(score_z: np.ndarray, misfit: np.ndarray, tolerance: float | None = None) -> np.ndarray:
+    """The attention z-score, down-weighted where the generator's particle leaves more than
+    ``tolerance`` (default :data:`MISFIT_TOLERANCE`) of unexplained energy per pixel in the box:
+    ``score_z * min(1, (tolerance / misfit)^2)``."""
+    tol = MISFIT_TOLERANCE if tolerance is None else float(tolerance)
+    m = np.asarray(misfit, np.float64)
+    with np.errstate(divide="ignore"):
+        w = np.where(m > tol, (tol / np.maximum(m, 1e-12)) ** 2, 1.0)
+    return np.asarray(score_z, np.float64) * w
 
 
 def default_distance(run: TrainedRun, scale: float) -> float:
@@ -440,7 +483,7 @@ def pick_micrograph(run: TrainedRun, image: np.ndarray, apix: float | None, cfg:
         One line: a model without attention, a run with finer pixels than the micrograph, a
         micrograph smaller than the box, non-finite pixels.
     """
-    if run.model.attention_map(torch.zeros(1, run.box, run.box, device=run.device)) is None:
+    if not has_attention(run):
         raise CryovaeError(no_attention_message(run))
     prepared, (sx, sy) = prepare_micrograph(run, image, apix)
     scale = 0.5 * (sx + sy)
@@ -455,11 +498,13 @@ def pick_micrograph(run: TrainedRun, image: np.ndarray, apix: float | None, cfg:
     x_run = cols + dc + offset[:, 0]
     y_run = rows + dr + offset[:, 1]
     score_z = zmap[rows, cols].astype(np.float64)
-    llr = likelihood_ratio(run, prepared, rows, cols, theta, z, offset).astype(np.float64)
-    fom = {"zscore": score_z, "likelihood": llr,
-           "combined": robust_zscore(score_z) + robust_zscore(llr)}[cfg.fom] if len(rows) else score_z
+    llr, explained, misfit = candidate_fit(run, prepared, rows, cols, theta, z, offset)
+    fom = {"zscore": score_z, "likelihood": llr, "explained": explained,
+           "combined": fit_checked(score_z, misfit)}[cfg.fom]
     table = pd.DataFrame({"x_px": x_run * sx, "y_px": y_run * sy, "fom": np.asarray(fom, np.float64),
-                          "psi_deg": wrap_degrees(np.degrees(theta)), "score_z": score_z, "llr": llr})
+                          "psi_deg": wrap_degrees(np.degrees(theta)), "score_z": score_z,
+                          "llr": llr.astype(np.float64), "explained": explained.astype(np.float64),
+                          "misfit": misfit.astype(np.float64)})
     for k in range(z.shape[1]):
         table[f"z_{k + 1}"] = z[:, k]
     table = table.sort_values("fom", ascending=False, kind="stable").reset_index(drop=True)

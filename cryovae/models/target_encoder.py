@@ -19,6 +19,7 @@ import warnings
 from dataclasses import dataclass
 
 import torch
+from scipy.fft import next_fast_len
 from torch import nn
 
 warnings.filterwarnings("ignore", message="indexing with dtype torch.uint8", category=UserWarning)
@@ -63,7 +64,9 @@ def fft_conv2d_same(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     b, _, h, w = x.shape
     c, _, k, _ = weight.shape
     p = k // 2
-    lh, lw = h + k - 1, w + k - 1
+    # any size >= h + k - 1 makes the circular convolution linear; a 5-smooth one is fast (an
+    # image side with a large prime factor, e.g. a micrograph tile, would be several times slower)
+    lh, lw = next_fast_len(h + k - 1), next_fast_len(w + k - 1)
     fx = torch.fft.rfft2(x.float(), s=(lh, lw))
     fk = torch.fft.rfft2(torch.flip(weight.float(), dims=(-2, -1)), s=(lh, lw))
     full = torch.fft.irfft2(fx * fk[:, 0][None], s=(lh, lw))
