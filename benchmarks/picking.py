@@ -62,9 +62,11 @@ torchvision from PyPI is built against PyPI's CUDA torch: a CPU-only torch besid
   of the score map (same grid as the downsampled micrograph), times ``-x S / -s`` and rounded to
   an integer; a Fourier-downsampled pixel j lies at original pixel j * S, so these are already
   cryovae's convention (docs/conventions.md "Picked particle coordinates") and are written as
-  they are. Pinned by a check (a synthetic micrograph with dark blobs at known rows and
-  columns: topaz's x followed the columns, y the rows, none flipped) and in every run: the
-  median offset of matched topaz picks from the truth is in picking.json (``offset_px``).
+  they are. Pinned by hand on a synthetic 768 x 512 px micrograph (dark Gaussian blobs at
+  (row, column) (100, 400), (300, 150), (420, 650): topaz picked (x, y) = (406, 103), (149, 304),
+  (655, 424)) and on a simulated 1024 px micrograph at SNR 1 (particles dark: median offset of
+  matched picks from the truth (0.7, 0.0) px; with y flipped 194 instead of 264 particles
+  match); in every run the median offset is in picking.json (``offset_px``).
 * contrast: topaz's models were trained on raw micrographs, where protein is dark; the
   simulator writes particles bright (like RELION's contrast-inverted particles), so topaz gets
   the micrographs negated ("topaz, particles dark") and, as a check, as written ("topaz,
@@ -72,7 +74,8 @@ torchvision from PyPI is built against PyPI's CUDA torch: a CPU-only torch besid
 
 Usage::
 
-    python benchmarks/picking.py                       # 3 SNRs x 3 seeds, a 1024 px micrograph each
+    python benchmarks/picking.py                       # 3 SNRs x 3 seeds, one 640 px micrograph each
+                                                       # (~40 min on 2 idle cores, topaz about half)
     python benchmarks/picking.py --device cuda
     python benchmarks/picking.py --quick               # a few minutes: 1 seed, 1 small micrograph, a smoke test
     python benchmarks/picking.py --snr 1 --seeds 1 --methods cryovae crops --topaz /opt/topaz/bin/topaz
@@ -127,7 +130,7 @@ def settings(args: argparse.Namespace) -> dict:
         s = dict(n_micrographs=1, size=384, n_train=200, epochs=1, timing_size=512, timing_repeats=1,
                  packings=["touching"], topaz_contrast=["dark"])
     else:
-        s = dict(n_micrographs=1, size=1024, n_train=1000, epochs=4, timing_size=4096, timing_repeats=3,
+        s = dict(n_micrographs=1, size=640, n_train=600, epochs=4, timing_size=4096, timing_repeats=3,
                  packings=["touching", "overlapping"], topaz_contrast=["dark", "bright"])
     for key in ("n_micrographs", "size", "n_train", "epochs", "timing_size", "timing_repeats", "packings",
                 "topaz_contrast"):
@@ -276,37 +279,14 @@ def matched_offset(pickdir: Path, truth: Path, radius: float) -> list[float]:
 
 # -- the two pickers -------------------------------------------------------------------------------
 def cryovae_pick(rundir: Path, data: Path, out: Path, s: dict, device: str) -> float:
-    """``cryovae pick RUN DATA/micrographs.star -o OUT``; returns seconds per micrograph."""
-    from cryovae.cli.main import COMMANDS
-
+    """``cryovae pick RUN DATA/micrographs.star -o OUT`` with every candidate (threshold -inf, so
+    that the AUPRC sees them all, as topaz's floor of -6 does for topaz; precision, recall and F1
+    are scored at pick's default threshold); returns seconds per micrograph."""
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    if "pick" in COMMANDS:
-        # every candidate (threshold -inf), so that the AUPRC sees them all, as topaz's floor -6
-        # does for topaz; precision / recall / F1 are scored at pick's default threshold
-        cryovae_cli(["pick", rundir, data / "micrographs.star", "-o", out, "--threshold", "-inf",
-                     *pick_args(s, device)])
-    else:
-        library_pick(rundir, data, out, device)
+    cryovae_cli(["pick", rundir, data / "micrographs.star", "-o", out, "--threshold", "-inf", *pick_args(s, device)])
     return (time.perf_counter() - t0) / max(1, len(micrographs(data)))
-
-
-def library_pick(rundir: Path, data: Path, out: Path, device: str) -> None:
-    """What ``cryovae pick --threshold -inf`` writes (a star per micrograph with every candidate,
-    autopick.star), through ``cryovae.inference.pick_micrograph``: for a cryovae without the command."""
-    from cryovae.inference import TrainedRun, pick_micrograph
-    from cryovae.io import read_micrograph, write_autopick_index, write_coordinates
-
-    log.warning("this cryovae has no 'cryovae pick' command: picking through cryovae.inference.pick_micrograph")
-    run = TrainedRun.load(rundir, device="cpu" if device == "auto" else device)
-    out.mkdir(parents=True)
-    index = []
-    for path, apix in micrographs(data):
-        picks = pick_micrograph(run, read_micrograph(path).data, apix)
-        write_coordinates(out / f"{path.stem}.star", picks.coordinate_table(threshold=-np.inf))
-        index.append((str(path.resolve()), f"{path.stem}.star"))
-    write_autopick_index(out / "autopick.star", index)
 
 
 def find_topaz(given: str | None) -> Path | None:
@@ -492,12 +472,10 @@ def timing(rundir: Path, topaz: Path | None, s: dict, work: Path, device: str) -
     env = thread_env(s["threads"])
     out = data / "timed"
     rows = []
-    from cryovae.cli.main import COMMANDS
-
     cmd = [sys.executable, "-m", "cryovae", "pick", str(rundir), str(mics[0][0]), "-o", str(out),
            *pick_args(s, device)]
     times = []
-    for _ in range(s["timing_repeats"] if "pick" in COMMANDS else 0):
+    for _ in range(s["timing_repeats"]):
         if out.exists():
             shutil.rmtree(out)
         times.append(run_logged(cmd, data / "cryovae_pick.log", env))
@@ -513,9 +491,11 @@ def timing(rundir: Path, topaz: Path | None, s: dict, work: Path, device: str) -
             lib.append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(previous)
-    rows.append({"method": "cryovae", "seconds": statistics.median(times) if times else float("nan"), "runs": times,
+    rows.append({"method": "cryovae", "seconds": statistics.median(times), "runs": times,
                  "library_seconds": statistics.median(lib),
-                 "startup_seconds": startup_seconds([sys.executable, "-m", "cryovae", "--help"], 3, env),
+                 # `cryovae --help` imports no subcommand: time the imports `cryovae pick` makes
+                 "startup_seconds": startup_seconds([sys.executable, "-c", "import cryovae.cli.pick, "
+                                                     "cryovae.workflows.pick"], 3, env),
                  "command": shlex.join(["cryovae", "pick", "RUN", mics[0][0].name, "-o", "OUT",
                                         *pick_args(s, device)])})
     if topaz is None:
@@ -592,9 +572,9 @@ def table(rows: list[dict], timed: list[dict], s: dict, seeds: list[int], comman
         lines += [f"#### Picking time, one {s['timing_size']} x {s['timing_size']} micrograph at "
                   f"{s['timing_apix']:g} Å/px, {s['threads']} CPU threads",
                   "",
-                  f"Median of {s['timing_repeats']} runs of each command (wall time, seconds; start-up: the same "
-                  "program's `--help`; library: `cryovae.inference.pick_micrograph` with the run loaded and the "
-                  "micrograph read).",
+                  f"Median of {s['timing_repeats']} runs of each command (wall time, seconds; start-up: Python "
+                  "importing what `cryovae pick` imports, and two `topaz --help`, one per topaz command; library: "
+                  "`cryovae.inference.pick_micrograph` with the run loaded and the micrograph read).",
                   "",
                   "| method | command (s) | of which start-up (s) | library call (s) |",
                   "| --- | --- | --- | --- |"]
@@ -640,8 +620,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", choices=METHODS, default=["cryovae", "topaz"],
                    help="cryovae, topaz, crops (train on random micrograph crops, no labels) [cryovae topaz]")
     p.add_argument("--n-micrographs", dest="n_micrographs", type=int, default=None, help="micrographs per set [1]")
-    p.add_argument("--size", type=int, default=None, help="micrograph edge, pixels [1024; 384 quick]")
-    p.add_argument("--n-train", dest="n_train", type=int, default=None, help="training particles [1000; 200 quick]")
+    p.add_argument("--size", type=int, default=None, help="micrograph edge, pixels [640; 384 quick]")
+    p.add_argument("--n-train", dest="n_train", type=int, default=None, help="training particles [600; 200 quick]")
     p.add_argument("--epochs", type=int, default=None, help="cap on training epochs [4; 1 quick]")
     p.add_argument("--packings", nargs="*", choices=["touching", "overlapping"], default=None,
                    help="extra packings picked at --packing-snr [touching overlapping; touching quick]")
