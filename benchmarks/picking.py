@@ -472,8 +472,9 @@ def timing(rundir: Path, topaz: Path | None, s: dict, work: Path, device: str) -
     env = thread_env(s["threads"])
     out = data / "timed"
     rows = []
+    # --apix: an MRC header of 1 Å/px reads as "no pixel size" (docs/conventions.md)
     cmd = [sys.executable, "-m", "cryovae", "pick", str(rundir), str(mics[0][0]), "-o", str(out),
-           *pick_args(s, device)]
+           "--apix", f"{s['timing_apix']:g}", *pick_args(s, device)]
     times = []
     for _ in range(s["timing_repeats"]):
         if out.exists():
@@ -487,7 +488,7 @@ def timing(rundir: Path, topaz: Path | None, s: dict, work: Path, device: str) -
     try:
         for _ in range(s["timing_repeats"]):
             t0 = time.perf_counter()
-            pick_micrograph(run, image.data, image.apix, PickConfig())
+            pick_micrograph(run, image.data, s["timing_apix"], PickConfig())
             lib.append(time.perf_counter() - t0)
     finally:
         torch.set_num_threads(previous)
@@ -496,12 +497,12 @@ def timing(rundir: Path, topaz: Path | None, s: dict, work: Path, device: str) -
                  # `cryovae --help` imports no subcommand: time the imports `cryovae pick` makes
                  "startup_seconds": startup_seconds([sys.executable, "-c", "import cryovae.cli.pick, "
                                                      "cryovae.workflows.pick"], 3, env),
-                 "command": shlex.join(["cryovae", "pick", "RUN", mics[0][0].name, "-o", "OUT",
-                                        *pick_args(s, device)])})
+                 "command": shlex.join(["cryovae", "pick", "RUN", mics[0][0].name, "-o", "OUT", "--apix",
+                                        f"{s['timing_apix']:g}", *pick_args(s, device)])})
     if topaz is None:
         rows.append({"method": "topaz-dark", "status": "not installed"})
         return rows
-    scale = topaz_scale(mics[0][1])
+    scale = topaz_scale(s["timing_apix"])
     radius = max(1, int(round(diameter_px(data) / 2 / scale)))
     inputs = topaz_inputs(mics, "dark", data / "topaz_dark")
     times, cmds = [], []
