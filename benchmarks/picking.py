@@ -75,7 +75,7 @@ torchvision from PyPI is built against PyPI's CUDA torch: a CPU-only torch besid
 Usage::
 
     python benchmarks/picking.py                       # 3 SNRs x 3 seeds, one 640 px micrograph each
-                                                       # (~40 min on 2 idle cores, topaz about half)
+                                                       # (~50 min on 2 idle cores, topaz over half of it)
     python benchmarks/picking.py --device cuda
     python benchmarks/picking.py --quick               # a few minutes: 1 seed, 1 small micrograph, a smoke test
     python benchmarks/picking.py --snr 1 --seeds 1 --methods cryovae crops --topaz /opt/topaz/bin/topaz
