@@ -29,11 +29,11 @@ import click
 @click.option("--apix", type=float, default=None,
               help="Pixel size of the micrographs in Å (overrides the star and the headers).")
 @click.option("--threshold", type=float, default=None,
-              help="Figure of merit a pick needs [default: the --fom's, see docs/picking.md].")
+              help="Figure of merit a pick needs [default: per micrograph, Otsu of the candidates, at least 5].")
 @click.option("--distance", type=float, default=None,
               help="Minimum distance between picks, micrograph pixels [default: half the run's box].")
-@click.option("--fom", type=click.Choice(["zscore", "likelihood", "combined"]), default=None,
-              help="Figure of merit [default: zscore].")
+@click.option("--fom", type=click.Choice(["combined", "zscore", "likelihood", "explained"]), default=None,
+              help="Figure of merit [default: combined, see docs/picking.md].")
 @click.option("--tile", type=int, default=512, show_default=True, help="Tile size, run pixels (bounds memory).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--overwrite", is_flag=True, help="Pick again micrographs whose star exists in OUTDIR.")

@@ -4,8 +4,8 @@
 from cryovae.inference.encode import encode_images, encode_stack, encoded_pixel_sizes
 from cryovae.inference.picking import (
     DEFAULT_FOM,
-    DEFAULT_THRESHOLD,
     FOMS,
+    MIN_AUTO_THRESHOLD,
     MicrographPicks,
     PickConfig,
     coordinate_columns,
@@ -18,7 +18,7 @@ from cryovae.inference.results import check_output, stack_ctf, write_cs, write_p
 from cryovae.inference.trained_run import TrainedRun
 from cryovae.runs import Latents
 
-__all__ = ["DEFAULT_FOM", "DEFAULT_THRESHOLD", "FOMS", "Latents", "MicrographPicks", "PickConfig",
+__all__ = ["DEFAULT_FOM", "FOMS", "Latents", "MIN_AUTO_THRESHOLD", "MicrographPicks", "PickConfig",
            "coordinate_columns", "has_attention", "pick_micrograph", "RefineConfig", "TrainedRun", "check_output", "encode_images", "encode_stack",
            "encoded_pixel_sizes", "recenter_template", "refine_latents", "stack_ctf", "store_template_center",
            "write_cs", "write_particles", "write_star"]

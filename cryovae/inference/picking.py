@@ -49,14 +49,22 @@ from cryovae.inference.trained_run import TrainedRun
 
 log = logging.getLogger(__name__)
 
-#: figures of merit: "zscore" — the peak's attention score as a robust z-score over the
-#: micrograph; "likelihood" — the log likelihood ratio, per pixel of the box, of the patch under
-#: the generator's particle at the peak's pose and z against background only; "combined" — the
-#: sum of the two, each a robust z-score over the micrograph's candidates
-FOMS = ("zscore", "likelihood", "explained", "combined")
-#: default figure of merit and threshold (docs/picking.md: what was measured to choose them)
-DEFAULT_FOM = "zscore"
-DEFAULT_THRESHOLD = {"zscore": 4.0, "likelihood": 0.05, "explained": 0.05, "combined": 4.0}
+#: figures of merit (docs/picking.md has what was measured): "zscore" — the peak's attention
+#: score as a robust z-score over the micrograph; "combined" — that z-score, down-weighted where the
+#: generator's particle at the peak's pose and z leaves energy unexplained (:func:`fit_checked`:
+#: junk the generator cannot draw); "likelihood" — the log likelihood ratio per pixel of the box,
+#: particle against background only; "explained" — the same with each hypothesis's noise level
+#: fitted to the box
+FOMS = ("combined", "zscore", "likelihood", "explained")
+#: default figure of merit
+DEFAULT_FOM = "combined"
+#: the automatic threshold (``PickConfig.threshold`` None) is Otsu's threshold of the micrograph's
+#: candidates' figures of merit, but never below this (a micrograph without particles)
+MIN_AUTO_THRESHOLD = {"combined": 5.0, "zscore": 5.0, "likelihood": 0.0, "explained": 0.0}
+#: the generator's fit (llr, explained, misfit) is computed for candidates with an attention
+#: z-score at least this (all of them for the "likelihood" and "explained" figures of merit);
+#: the others have NaN there, and their "combined" figure of merit is their z-score
+FIT_MIN_Z = 4.0
 #: candidates kept below the threshold (for a UI that lowers it live): robust z-score floor of
 #: the attention score
 DEFAULT_FLOOR = 1.0
@@ -73,7 +81,8 @@ class PickConfig:
 
     Attributes
     ----------
-    threshold : figure of merit a pick must reach (None: :data:`DEFAULT_THRESHOLD` of ``fom``).
+    threshold : figure of merit a pick must reach (None: automatic, per micrograph:
+        :func:`auto_threshold`).
     distance_px : minimum distance between picks, micrograph pixels (None: half the run's box,
         i.e. about one particle diameter for a box twice the particle, at the micrograph's pixel
         size).
@@ -97,9 +106,9 @@ class PickConfig:
         if self.distance_px is not None and not self.distance_px > 0:
             raise CryovaeError(f"--distance {self.distance_px}: must be > 0 pixels")
 
-    @property
-    def threshold_in_effect(self) -> float:
-        return DEFAULT_THRESHOLD[self.fom] if self.threshold is None else float(self.threshold)
+    def threshold_for(self, fom: np.ndarray) -> float:
+        """The threshold in effect for candidates with figures of merit ``fom``."""
+        return auto_threshold(fom, self.fom) if self.threshold is None else float(self.threshold)
 
 
 @dataclass
@@ -447,12 +456,37 @@ def candidate_fit(run: TrainedRun, image: np.ndarray, rows: np.ndarray, cols: np
 def fit_checked(score_z: np.ndarray, misfit: np.ndarray, tolerance: float | None = None) -> np.ndarray:
     """The attention z-score, down-weighted where the generator's particle leaves more than
     ``tolerance`` (default :data:`MISFIT_TOLERANCE`) of unexplained energy per pixel in the box:
-    ``score_z * min(1, (tolerance / misfit)^2)``."""
+    ``score_z * min(1, (tolerance / misfit)^2)`` (a NaN misfit, not computed, counts as 0)."""
     tol = MISFIT_TOLERANCE if tolerance is None else float(tolerance)
-    m = np.asarray(misfit, np.float64)
+    m = np.nan_to_num(np.asarray(misfit, np.float64), nan=0.0)
     with np.errstate(divide="ignore"):
         w = np.where(m > tol, (tol / np.maximum(m, 1e-12)) ** 2, 1.0)
     return np.asarray(score_z, np.float64) * w
+
+
+def otsu_threshold(values: np.ndarray) -> float:
+    """Otsu's threshold of ``values`` (n,): the split of the sorted values that maximises the
+    between-class variance, halfway between the two values it falls between (nan for n < 2)."""
+    v = np.sort(np.asarray(values, np.float64)[np.isfinite(values)])
+    n = len(v)
+    if n < 2:
+        return float("nan")
+    k = np.arange(1, n)
+    csum = np.cumsum(v)[:-1]
+    mean_a = csum / k
+    mean_b = (v.sum() - csum) / (n - k)
+    between = k * (n - k) * (mean_a - mean_b) ** 2
+    j = int(np.argmax(between))
+    return float(0.5 * (v[j] + v[j + 1]))
+
+
+def auto_threshold(fom: np.ndarray, kind: str = DEFAULT_FOM) -> float:
+    """The default threshold of one micrograph: Otsu's threshold of its candidates' figures of
+    merit (candidates are mostly noise peaks and particles: two groups), at least
+    :data:`MIN_AUTO_THRESHOLD` of the figure of merit ``kind``."""
+    t = otsu_threshold(fom)
+    low = MIN_AUTO_THRESHOLD[kind]
+    return low if not np.isfinite(t) else max(low, t)
 
 
 def default_distance(run: TrainedRun, scale: float) -> float:
@@ -498,7 +532,12 @@ def pick_micrograph(run: TrainedRun, image: np.ndarray, apix: float | None, cfg:
     x_run = cols + dc + offset[:, 0]
     y_run = rows + dr + offset[:, 1]
     score_z = zmap[rows, cols].astype(np.float64)
-    llr, explained, misfit = candidate_fit(run, prepared, rows, cols, theta, z, offset)
+    # the generator's fit, for the candidates that can reach a threshold (all for the fit's own FOMs)
+    fit = np.ones(len(rows), bool) if cfg.fom in ("likelihood", "explained") else score_z >= FIT_MIN_Z
+    llr, explained, misfit = (np.full(len(rows), np.nan, np.float32) for _ in range(3))
+    if fit.any():
+        llr[fit], explained[fit], misfit[fit] = candidate_fit(run, prepared, rows[fit], cols[fit], theta[fit],
+                                                              z[fit], offset[fit])
     fom = {"zscore": score_z, "likelihood": llr, "explained": explained,
            "combined": fit_checked(score_z, misfit)}[cfg.fom]
     table = pd.DataFrame({"x_px": x_run * sx, "y_px": y_run * sy, "fom": np.asarray(fom, np.float64),
@@ -508,7 +547,8 @@ def pick_micrograph(run: TrainedRun, image: np.ndarray, apix: float | None, cfg:
     for k in range(z.shape[1]):
         table[f"z_{k + 1}"] = z[:, k]
     table = table.sort_values("fom", ascending=False, kind="stable").reset_index(drop=True)
-    log.info("%d candidates above z-score %.1f, %d with %s >= %g", len(table), cfg.floor,
-             int((table["fom"] >= cfg.threshold_in_effect).sum()), cfg.fom, cfg.threshold_in_effect)
+    threshold = cfg.threshold_for(table["fom"].to_numpy())
+    log.info("%d candidates above z-score %.1f, %d with %s >= %.4g", len(table), cfg.floor,
+             int((table["fom"] >= threshold).sum()), cfg.fom, threshold)
     return MicrographPicks(table=table, score=zmap, scale=float(scale), scale_xy=(float(sx), float(sy)),
-                           threshold=cfg.threshold_in_effect, distance_px=float(distance), fom=cfg.fom)
+                           threshold=threshold, distance_px=float(distance), fom=cfg.fom)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -54,12 +55,15 @@ def make_gspace(n_rotations: int):
     return gspaces.Rot2dOnR2(n_rotations)
 
 
-def fft_conv2d_same(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+def fft_conv2d_same(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                    kernel_fft: Callable[[torch.Tensor, tuple[int, int]], torch.Tensor] | None = None) -> torch.Tensor:
     """``F.conv2d(x, weight, bias, padding=k//2)`` for one input channel, computed with FFTs.
 
     x : (B, 1, H, W).  weight : (C, 1, k, k) with odd k.  bias : (C,) or None.
     Returns (B, C, H, W). Equal to the direct cross-correlation up to float rounding; cost
     O(C H W log) instead of O(C H W k^2), the win for the large lifting kernels (65 px in the paper).
+    kernel_fft(weight, (lh, lw)) : the flipped kernel's rfft2 at that size, when the caller keeps
+        it between calls (None: computed here).
     """
     b, _, h, w = x.shape
     c, _, k, _ = weight.shape
@@ -68,10 +72,15 @@ def fft_conv2d_same(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
     # image side with a large prime factor, e.g. a micrograph tile, would be several times slower)
     lh, lw = next_fast_len(h + k - 1), next_fast_len(w + k - 1)
     fx = torch.fft.rfft2(x.float(), s=(lh, lw))
-    fk = torch.fft.rfft2(torch.flip(weight.float(), dims=(-2, -1)), s=(lh, lw))
+    fk = kernel_rfft2(weight, (lh, lw)) if kernel_fft is None else kernel_fft(weight, (lh, lw))
     full = torch.fft.irfft2(fx * fk[:, 0][None], s=(lh, lw))
     out = full[..., p: p + h, p: p + w]
     return out if bias is None else out + bias.float()[None, :, None, None]
+
+
+def kernel_rfft2(weight: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """rfft2 of the flipped (C, 1, k, k) kernel zero-padded to ``size``: (C, 1, lh, lw//2+1)."""
+    return torch.fft.rfft2(torch.flip(weight.float(), dims=(-2, -1)), s=size)
 
 
 class GroupAttentionEncoder(nn.Module):
@@ -143,11 +152,21 @@ class GroupAttentionEncoder(nn.Module):
             return self.lift.expand_parameters()
         return self.lift.filter, self.lift.expanded_bias
 
+    def _cached_kernel_fft(self, weight: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """:func:`kernel_rfft2` kept between calls of the same size (eval, no grad: the tiles of a
+        micrograph share it); dropped when the filter changes."""
+        cached = getattr(self, "_kernel_fft", None)  # (weight, its version, size, fft)
+        if cached is None or cached[0] is not weight or cached[1] != weight._version or cached[2] != size:
+            cached = (weight, weight._version, size, kernel_rfft2(weight, size))
+            self._kernel_fft = cached
+        return cached[3]
+
     def lift_forward(self, images: torch.Tensor) -> torch.Tensor:
         """The lifting convolution alone: (B, H, W) -> (B, fields*N, H, W)."""
         if self.fft_lift:
             weight, bias = self.lift_filter()
-            return fft_conv2d_same(images[:, None], weight, bias)
+            cache = None if self.training or torch.is_grad_enabled() else self._cached_kernel_fft
+            return fft_conv2d_same(images[:, None], weight, bias, cache)
         if self.plain is not None:
             return self.plain[0](images[:, None])
         return self.lift(enn.GeometricTensor(images[:, None], self.in_type)).tensor

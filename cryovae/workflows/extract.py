@@ -130,6 +130,7 @@ def extract_particles(pickdir: str | Path, out_star: str | Path, box: int, thres
         raise CryovaeError(f"{index}: no pick to extract ({skipped_edge} too close to an edge, "
                            f"{skipped_thr} below the threshold)")
     pixel = float(sizes.pop())
+    out_star.parent.mkdir(parents=True, exist_ok=True)
     stack = out_star.with_suffix(".mrcs")
     stack_name = _relative(stack, out_star.parent)
     rows = []

@@ -25,9 +25,21 @@ from pathlib import Path
 import numpy as np
 
 from cryovae.errors import CryovaeError
-from cryovae.inference import MicrographPicks, PickConfig, TrainedRun, has_attention, pick_micrograph
-from cryovae.inference.picking import no_attention_message
-from cryovae.io import atomic_path, micrograph_paths, read_micrograph, write_autopick_index, write_coordinates
+from cryovae.inference import (
+    MicrographPicks,
+    PickConfig,
+    TrainedRun,
+    has_attention,
+    pick_micrograph,
+)
+from cryovae.inference.picking import no_attention_message, run_scale
+from cryovae.io import (
+    atomic_path,
+    micrograph_paths,
+    read_micrograph,
+    write_autopick_index,
+    write_coordinates,
+)
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +155,10 @@ def pick_micrographs(rundir: str | Path, inputs: list[Path], outdir: str | Path,
         if size is None:
             log.warning("%s: no pixel size in the header or star; assuming the run's %.4g Å (give --apix)",
                         path, run.pixel_size)
+        try:
+            run_scale(run, size)  # the pixel sizes' check, before any progress bar
+        except CryovaeError as exc:
+            raise CryovaeError(f"{path}: {exc}") from None
         t0 = time.perf_counter()
         with tqdm(total=1, desc=f"{path.name} tiles", unit="tile", leave=False, disable=not progress) as tbar:
             def tick(done: int, total: int, tbar=tbar) -> None:
