@@ -46,7 +46,7 @@ def test_read_micrograph_keeps_rows_and_columns_and_apix(tmp_path):
 
 def test_read_micrograph_unset_voxel_size_is_none_and_one_section_3d_ok(tmp_path):
     assert read_micrograph(write_micrograph(tmp_path / "a.mrc", ramp())).apix is None  # header 0
-    assert read_micrograph(write_micrograph(tmp_path / "b.mrc", ramp(), voxel_size=1.0)).apix is None
+    assert read_micrograph(write_micrograph(tmp_path / "b.mrc", ramp(), voxel_size=1.0)).apix == pytest.approx(1.0)
     mic = read_micrograph(write_micrograph(tmp_path / "c.mrc", ramp()[None], voxel_size=3.0))
     assert mic.data.shape == (6, 9) and mic.data[5, 8] == 508 and mic.apix == pytest.approx(3.0)
 

@@ -34,8 +34,9 @@ class Micrograph:
 
     path : the file.
     data : ``(H, W)`` float32; row 0 is the file's first row (y = 0), column 0 its first column.
-    apix : Å/px from the header's voxel size; None when the header says 0 or 1 (mrcfile's unset
-        values) or holds no finite number.
+    apix : Å/px from the header's voxel size; None when the header says 0 (mrcfile's unset value)
+        or holds no finite number. A header of 1 Å/px is taken as written (real detectors give
+        pixels near 1 Å); a file from a program that writes 1 for "unknown" needs ``--apix``.
     """
 
     path: Path
@@ -50,7 +51,7 @@ class Micrograph:
 
 def _header_apix(value: float) -> float | None:
     value = float(value)
-    if not np.isfinite(value) or value <= 0 or value == 1.0:
+    if not np.isfinite(value) or value <= 0:
         return None
     return value
 
