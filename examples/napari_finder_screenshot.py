@@ -34,7 +34,8 @@ def wait_for(signal, timeout_ms: int = 120_000) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-o", "--out", type=Path, default=OUT)
-    parser.add_argument("--threshold", type=float, default=20.0, help="figure of merit shown")
+    parser.add_argument("--threshold", type=float, default=None,
+                        help="figure of merit shown (default: the picker's own threshold)")
     args = parser.parse_args()
 
     from click.testing import CliRunner
@@ -66,7 +67,8 @@ def main() -> None:
         _, widget = viewer.window.add_plugin_dock_widget("cryovae", "Particle finder")
         widget.find_particles(sample_run_paths(1)[0])
         wait_for(widget.picks_ready)
-        widget.set_threshold(args.threshold)
+        if args.threshold is not None:
+            widget.set_threshold(args.threshold)
         picks = viewer.layers[PICKS]
         picks.add([120.0, 560.0])  # one point added by hand (cyan ring, no psi)
         picks.selected_data = set()
