@@ -39,7 +39,8 @@ from cryovae.models import (
     unregister_model,
 )
 
-SAMPLE = Path(__file__).resolve().parents[1] / "napari_plugin" / "sample_run" / "z1"
+#: a run written by cryovae 0.1 (tests/data/README.md): the previous run format
+SAMPLE = Path(__file__).resolve().parent / "data" / "run_v0.1"
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def test_registry_errors():
 
 
 def test_a_run_of_the_previous_format_still_loads(tmp_path):
-    """The napari sample run was written by cryovae 0.1 (one config with both models' keys, no
+    """tests/data/run_v0.1 was written by cryovae 0.1 (one config with both models' keys, no
     ``format``): it loads as a TARGET-VAE run, the spatial-VAE keys dropped."""
     raw = yaml.safe_load((SAMPLE / "config.yaml").read_text())
     assert "format" not in raw and "enc_hidden" in raw["model"]

@@ -26,10 +26,8 @@ pytestmark = pytest.mark.napari
 WAIT_MS = 60_000
 SHAPE = (256, 320)
 APIX = 5.0
-#: a pick within this many pixels of a true centre found it (the particles are 40+ px apart). The
-#: sample run predates the stored template centre (docs/conventions.md, "Template centre": its
-#: generator's template sits about 4.3 px off centre, stored as 0), so its picks sit ~5 px from
-#: the simulator's centres, turned with psi.
+#: a pick within this many pixels of a true centre found it (the particles are 40+ px apart; the
+#: tiny sample run reads centres to a few pixels)
 RADIUS = 8.0
 
 
