@@ -26,7 +26,7 @@ with ``topaz preprocess -s 4``) is the median over ``--timing-repeats`` runs of 
 
 Scores (``cryovae evaluate-picks``, one-to-one Hungarian matching within half the particle
 diameter): precision, recall and F1 at each method's own threshold (cryovae: ``cryovae pick``'s
-default; topaz: a score of 0, i.e. p >= 0.5, the classifier's own decision boundary: topaz
+default, the per-micrograph Otsu threshold of its figure of merit, at least 5; topaz: a score of 0, i.e. p >= 0.5, the classifier's own decision boundary: topaz
 documents no default beyond its extraction floor of -6 and says to choose one from a
 precision-recall curve), the average precision (AUPRC) over every candidate each method finds
 (cryovae: ``cryovae pick --threshold -inf``, every peak above its z-score floor; topaz: its
@@ -278,14 +278,15 @@ def matched_offset(pickdir: Path, truth: Path, radius: float) -> list[float]:
 
 
 # -- the two pickers -------------------------------------------------------------------------------
-def cryovae_pick(rundir: Path, data: Path, out: Path, s: dict, device: str) -> float:
-    """``cryovae pick RUN DATA/micrographs.star -o OUT`` with every candidate (threshold -inf, so
-    that the AUPRC sees them all, as topaz's floor of -6 does for topaz; precision, recall and F1
-    are scored at pick's default threshold); returns seconds per micrograph."""
+def cryovae_pick(rundir: Path, data: Path, out: Path, s: dict, device: str, every: bool = False) -> float:
+    """``cryovae pick RUN DATA/micrographs.star -o OUT`` at pick's own default threshold, or with
+    every candidate (``every``: threshold -inf, so that the AUPRC sees them all, as topaz's floor of
+    -6 does for topaz); returns seconds per micrograph."""
     if out.exists():
         shutil.rmtree(out)
     t0 = time.perf_counter()
-    cryovae_cli(["pick", rundir, data / "micrographs.star", "-o", out, "--threshold", "-inf", *pick_args(s, device)])
+    extra = ["--threshold", "-inf"] if every else []
+    cryovae_cli(["pick", rundir, data / "micrographs.star", "-o", out, *extra, *pick_args(s, device)])
     return (time.perf_counter() - t0) / max(1, len(micrographs(data)))
 
 
@@ -400,13 +401,19 @@ def topaz_pick(topaz: Path, data: Path, out: Path, contrast: str, s: dict) -> tu
 
 # -- one set ---------------------------------------------------------------------------------------
 def score_cryovae(rundir: Path, data: Path, name: str, base: dict, s: dict, device: str) -> dict:
-    from cryovae.inference import DEFAULT_FOM, DEFAULT_THRESHOLD
+    """Precision, recall and F1 of ``cryovae pick`` at its own default (the per-micrograph Otsu
+    threshold of its figure of merit); AUPRC, best F1 and the rotation error over every candidate."""
+    from cryovae.inference import DEFAULT_FOM
 
-    picks = data / f"picks_{name}"
-    per_mic = cryovae_pick(rundir, data, picks, s, device)
-    scores = evaluate(picks, data / "truth", data / f"eval_{name}", DEFAULT_THRESHOLD[DEFAULT_FOM])
+    own = data / f"picks_{name}"
+    per_mic = cryovae_pick(rundir, data, own, s, device)
+    scores = evaluate(own, data / "truth", data / f"eval_{name}", None)
+    every = data / f"picks_{name}_all"
+    cryovae_pick(rundir, data, every, s, device, every=True)
+    ranked = evaluate(every, data / "truth", data / f"eval_{name}_all", None)
     return {**base, "method": name, "pick_seconds": per_mic, "fom": DEFAULT_FOM,
-            "own_threshold": DEFAULT_THRESHOLD[DEFAULT_FOM], **scores}
+            "own_threshold": "Otsu per micrograph (>= 5)", **scores,
+            "ap": ranked["ap"], "best_f1": ranked["best_f1"], "rotation_error_deg": ranked["rotation_error_deg"]}
 
 
 def score_topaz(topaz: Path | None, data: Path, contrast: str, base: dict, s: dict) -> dict:
@@ -523,7 +530,7 @@ def timing(rundir: Path, topaz: Path | None, s: dict, work: Path, device: str) -
 def own_threshold(rows: list[dict]) -> str:
     """cryovae pick's default threshold as scored (its figure of merit and value)."""
     r = next((r for r in rows if r.get("method") in ("cryovae", "crops") and "own_threshold" in r), None)
-    return "n/a" if r is None else f"{r['fom']} >= {r['own_threshold']:g}"
+    return "n/a" if r is None else f"{r['fom']}, {r['own_threshold']}"
 
 
 def table(rows: list[dict], timed: list[dict], s: dict, seeds: list[int], command: str, quick: bool) -> str:
@@ -589,9 +596,11 @@ def table(rows: list[dict], timed: list[dict], s: dict, seeds: list[int], comman
     commands = sorted({r["command"] for r in rows if "command" in r})
     topaz_cmds = next((r["topaz_commands"] for r in rows if "topaz_commands" in r), None)
     lines += ["Commands of the runs:", "", *[f"- `{c}`" for c in commands],
-              f"- `cryovae pick RUN micrographs.star -o PICKS --threshold -inf {shlex.join(pick_args(s, '...'))}`",
-              f"- `cryovae evaluate-picks PICKS truth -o EVAL --threshold T` (T: cryovae pick's default, "
-              f"{own_threshold(rows)}; topaz: {TOPAZ_THRESHOLD:g})"]
+              f"- `cryovae pick RUN micrographs.star -o PICKS {shlex.join(pick_args(s, '...'))}` (its default "
+              f"threshold, {own_threshold(rows)}: precision, recall, F1), and again with `--threshold -inf` "
+              "(every candidate: AUPRC, best F1, rotation error)",
+              "- `cryovae evaluate-picks PICKS truth -o EVAL` (topaz: `--threshold "
+              f"{TOPAZ_THRESHOLD:g}` for precision, recall, F1)"]
     if topaz_cmds:
         lines += [f"- `{c}`" for c in topaz_cmds]
     return "\n".join(lines) + "\n"
