@@ -29,7 +29,7 @@ import click
 @click.option("--apix", type=float, default=None,
               help="Pixel size of the micrographs in Å (overrides the star and the headers).")
 @click.option("--threshold", type=float, default=None,
-              help="Figure of merit a pick needs [default: per micrograph, Otsu of the candidates, at least 5].")
+              help="Figure of merit a pick needs [default: per micrograph, Otsu of the candidates, at least 2.5].")
 @click.option("--distance", type=float, default=None,
               help="Minimum distance between picks, micrograph pixels [default: half the run's box].")
 @click.option("--fom", type=click.Choice(["combined", "zscore", "likelihood", "explained"]), default=None,

@@ -62,7 +62,10 @@ FOMS = ("combined", "zscore", "likelihood", "explained")
 DEFAULT_FOM = "combined"
 #: the automatic threshold (``PickConfig.threshold`` None) is Otsu's threshold of the micrograph's
 #: candidates' figures of merit, but never below this (a micrograph without particles)
-MIN_AUTO_THRESHOLD = {"combined": 5.0, "zscore": 5.0, "likelihood": 0.0, "explained": 0.0}
+#: (2.5, not the 5 first chosen on tiny models: at the default model size particles scored z 2.9-8
+#: and noise peaks up to 3.2 in benchmarks/picking.py, and a floor of 5 dropped every particle
+#: at SNR 0.1)
+MIN_AUTO_THRESHOLD = {"combined": 2.5, "zscore": 2.5, "likelihood": 0.0, "explained": 0.0}
 #: the generator's fit (llr, explained, misfit) is computed for candidates with an attention
 #: z-score at least this (all of them for the "likelihood" and "explained" figures of merit);
 #: the others have NaN there, and their "combined" figure of merit is their z-score
