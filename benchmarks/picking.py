@@ -388,16 +388,18 @@ def topaz_pick(topaz: Path, data: Path, out: Path, contrast: str, s: dict) -> tu
     mics = micrographs(data)
     scale = topaz_scale(mics[0][1])
     radius = max(1, int(round(diameter_px(data) / 2 / scale)))
+    done = out / "done.json"  # topaz's picks of these exact commands, kept from an earlier run
+    cached = json.loads(done.read_text()) if done.exists() and (out / "picks.txt").exists() else None
+    if cached is None and out.exists():
+        shutil.rmtree(out)  # before topaz_inputs, which may write its input micrographs in there
+    out.mkdir(parents=True, exist_ok=True)
     inputs = topaz_inputs(mics, contrast, data / "topaz_dark")
     cmds = topaz_commands(topaz, inputs, out / "preprocessed", out / "picks.txt", scale, radius, s["threads"])
-    done = out / "done.json"  # topaz's picks of these exact commands, kept from an earlier run
     key = [[str(a) for a in c] for c in cmds]
-    if done.exists() and (out / "picks.txt").exists() and json.loads(done.read_text())["commands"] == key:
-        seconds = float(json.loads(done.read_text())["seconds"])
+    if cached is not None and cached["commands"] == key:
+        seconds = float(cached["seconds"])
     else:
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
+        shutil.rmtree(out / "preprocessed", ignore_errors=True)
         (out / "preprocessed").mkdir()
         seconds = sum(run_logged(c, out / "topaz.log", thread_env(s["threads"])) for c in cmds)
         done.write_text(json.dumps({"commands": key, "seconds": seconds}))
