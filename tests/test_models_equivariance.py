@@ -23,7 +23,7 @@ BOX = 33  # odd: np.rot90 turns about pixel N//2 exactly
 
 def _model(group: str, seed: int = 0) -> TargetVAE:
     torch.manual_seed(seed)
-    cfg = ModelConfig.for_model("target", box=BOX, group=group, zdim=2, enc_fields=4, enc_kernel=13,
+    cfg = ModelConfig.for_model("target", box=BOX, group=group, zdim=2, translation_prior_px=4.0, enc_fields=4, enc_kernel=13,
                                 enc_layers=1, enc_inner_kernel=3, gen_hidden=16, fourier_features=8)
     model = build_model(cfg)
     model.eval()

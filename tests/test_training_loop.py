@@ -106,3 +106,107 @@ def test_z_delay_epochs_neither_schedule_nor_pick_best(tmp_path, monkeypatch):
     assert len(train) == 4  # patience 1 would have stopped inside the delay
     assert [h["lr"] for h in train] == [tcfg.lr] * 4  # lr_patience 0 would have halved it each epoch
     assert res.best_epoch == 4 and load_checkpoint(tmp_path / "best.pt")["epoch"] == 4
+
+
+def _zero_z_spy(monkeypatch):
+    """Record, per epoch, whether the training pass fed z = 0."""
+    real_run_epoch, seen = loop.run_epoch, {}
+
+    def spy(*args, **kwargs):
+        if kwargs.get("optimizer", args[6] if len(args) > 6 else None) is not None:
+            seen[args[5] + 1] = kwargs["zero_z"]
+        return real_run_epoch(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "run_epoch", spy)
+    return seen
+
+
+def test_z_switches_on_once_the_rotations_have_settled(tmp_path, monkeypatch):
+    """z_delay_epochs None: z = 0 until the validation rotations move by a median of at most
+    settle_deg between two epochs (not before epoch 2); each epoch of the delay records the change."""
+    torch.set_num_threads(2)
+    seen = _zero_z_spy(monkeypatch)
+    rng = np.random.default_rng(0)
+    start = rng.uniform(-np.pi, np.pi, 12)
+    # where the rotations are after each epoch: they move 30, 5, then 1 degree: z on from epoch 5
+    after_deg = iter(np.cumsum([0.0, 30.0, 5.0, 1.0, 0.5, 0.5]))
+    readings = []
+
+    def rotations(model, dataset, indices, batch_size, device):
+        assert len(indices) == 12  # the validation particles
+        readings.append(start + np.radians(next(after_deg)))
+        return readings[-1]
+
+    monkeypatch.setattr(loop, "inferred_rotations", rotations)
+    mcfg, tcfg = _cfgs(epochs=6, settle_deg=2.0, early_stop_patience=0)
+    res = fit_images(_stack(48), mcfg, tcfg, tmp_path, torch.device("cpu"), progress=False)
+    assert seen == {1: True, 2: True, 3: True, 4: True, 5: False, 6: False}
+    val = [h for h in res.history if h["split"] == "val"]
+    change = [h.get("rotation_change_deg") for h in val]
+    assert np.isnan(change[0]) and change[4:] == [None, None]
+    assert len(readings) == 4  # not read once z is on
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["z_on_epoch"] == 4
+
+
+def test_z_switches_on_at_the_longest_delay_when_rotations_keep_moving(tmp_path, monkeypatch):
+    torch.set_num_threads(2)
+    seen = _zero_z_spy(monkeypatch)
+    rng = np.random.default_rng(1)
+    monkeypatch.setattr(loop, "inferred_rotations", lambda *a: rng.uniform(-np.pi, np.pi, len(a[2])))
+    mcfg, tcfg = _cfgs(epochs=4, z_delay_max=2, early_stop_patience=0)
+    fit_images(_stack(48), mcfg, tcfg, tmp_path, torch.device("cpu"), progress=False)
+    assert seen == {1: True, 2: True, 3: False, 4: False}
+
+
+def test_resume_inside_the_automatic_z_delay_equals_uninterrupted_run(tmp_path):
+    """The settling state (the last rotations read, whether z is on) travels in checkpoint.pt."""
+    torch.set_num_threads(2)
+    imgs = _stack(48)
+    mcfg, tcfg3 = _cfgs(epochs=3, settle_deg=1e-6, z_delay_max=3)
+    _, tcfg1 = _cfgs(epochs=1, settle_deg=1e-6, z_delay_max=3)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = fit_images(imgs, mcfg, tcfg3, tmp_path / "a", torch.device("cpu"), progress=False)
+    fit_images(imgs, mcfg, tcfg1, tmp_path / "b", torch.device("cpu"), progress=False)
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["settle_theta"] is not None
+    b = fit_images(imgs, mcfg, tcfg3, tmp_path / "b", torch.device("cpu"), resume=True, progress=False)
+    assert [h["elbo"] for h in a.history] == pytest.approx([h["elbo"] for h in b.history], rel=1e-6)
+    assert [h.get("rotation_change_deg") for h in a.history][2:] == pytest.approx(
+        [h.get("rotation_change_deg") for h in b.history][2:], rel=1e-6, nan_ok=True)
+
+
+def test_micro_batches_give_the_step_of_the_whole_batch(monkeypatch):
+    """On a CPU a step runs in micro-batches; with the samples switched off its gradient is the
+    one of the whole batch at once (to float rounding)."""
+    from cryovae.data import ParticleDataset, SeededSampler
+    from cryovae.models import build_model
+
+    assert [(s.start, s.stop) for s in loop.micro_batches(70, torch.device("cpu"))] == [(0, 23), (23, 47), (47, 70)]
+    assert loop.micro_batches(32, torch.device("cpu")) == [slice(None)]
+    torch.set_num_threads(2)
+    mcfg, _ = _cfgs()
+    tcfg = TrainConfig(epochs=1, batch_size=48, lr=1e-3, seed=3)
+    data = ParticleDataset(_stack(48))
+
+    class Deterministic(torch.nn.Module):  # the model's ELBO at the posterior means
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, y, ctf, **kw):
+            return self.model(y, ctf, sample=False, zero_z=kw["zero_z"])
+
+        def no_sync(self):
+            from contextlib import nullcontext
+            return nullcontext()
+
+    grads = []
+    for micro in (16, 1000):
+        monkeypatch.setattr(loop, "CPU_MICRO_BATCH", micro)
+        torch.manual_seed(0)
+        model = build_model(mcfg)
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        loop.run_epoch(model, data, SeededSampler(np.arange(48), 0), tcfg, torch.device("cpu"), 0, opt,
+                       forward=Deterministic(model))
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-4 * float(grads[1].abs().max()))

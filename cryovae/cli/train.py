@@ -37,7 +37,8 @@ TRAIN_OPTIONS = (
     ("--seed", "seed", int, "Seeds the weights, the split, the data order and every sample."),
     ("--val-fraction", "val_fraction", float, "Fraction of particles held out for validation."),
     ("--patience", "early_stop_patience", int, "Early-stopping patience (0: never)."),
-    ("--z-delay", "z_delay_epochs", int, "Epochs with z = 0."),
+    ("--z-delay", "z_delay_epochs", int,
+     "Epochs with z = 0  [default: until the rotations settle (median change <= 2 degrees), at most 10]."),
     ("--refine-steps", "refine_steps", int,
      "After training, steps of per-particle pose and z refinement (0: the encoder's)."),
 )
@@ -143,8 +144,9 @@ def build_command() -> click.Command:
         _train(click.get_current_context(), params)
 
     def train_option(flag, name, type_, help_text):
-        return click.option(flag, name, type=type_, default=None,
-                            help=f"{help_text}  [default: {getattr(train_defaults, name):g}]")
+        default = getattr(train_defaults, name)
+        shown = "" if default is None else f"  [default: {default:g}]"
+        return click.option(flag, name, type=type_, default=None, help=f"{help_text}{shown}")
 
     func = callback
     func = _grouped(

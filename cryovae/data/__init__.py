@@ -1,6 +1,7 @@
 """cryovae.data: preprocessing of particle images (Fourier crop, invert, normalise, mask), and
 the preprocessed particles as a dataset with a seeded sampler."""
 
+from cryovae.data.extent import SignalExtent, signal_radius
 from cryovae.data.dataset import (
     LoaderConfig,
     ParticleDataset,
@@ -27,6 +28,8 @@ from cryovae.data.stack_files import (
 
 __all__ = [
     "NORMALIZE_MODES",
+    "SignalExtent",
+    "signal_radius",
     "LoaderConfig",
     "ParticleDataset",
     "SeededSampler",

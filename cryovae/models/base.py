@@ -42,6 +42,9 @@ ACTIVATIONS = ("relu", "leaky_relu", "tanh")
 CLASS_EXTRA = "class"
 CLASS_PROB_EXTRA = "class_prob"
 NOISE_MODELS = ("global", "pixel")
+#: the default centre prior std as a fraction of the model box (translation_prior_px None):
+#: 2 px at the default 40-px box, about 13 px of a 256-px box Fourier-cropped to 40
+TRANSLATION_PRIOR_FRACTION = 0.05
 
 
 def option(flag: str, help: str, *, choices: tuple[str, ...] | None = None,  # noqa: A002 (click's word)
@@ -68,13 +71,20 @@ class ModelConfig:
     zdim : number of content latent dimensions.
     pixel_size : Å per pixel of the model's images (used by the CTF).
     ctf : multiply the generator image by each particle's CTF before the likelihood.
-    translation_prior_px : std of the Gaussian prior on the particle centre, model pixels.
+    translation_prior_px : std of the Gaussian prior on the particle centre, model pixels (None,
+        the default: :data:`TRANSLATION_PRIOR_FRACTION` of the box, see :attr:`translation_sigma_px`).
     gen_hidden, gen_layers : generator width and number of hidden layers.
     fourier_features : number of random Fourier features of the coordinate (0 = raw coordinates).
     fourier_scale : std of the Fourier frequency matrix, cycles per unit of the normalised
         coordinate (the box half-width is 1).
     gen_activation : "relu", "leaky_relu" or "tanh".
     noise : "global" (one learned sigma) or "pixel" (the generator outputs a sigma per pixel).
+    likelihood_mask : radius of the circular mask of the likelihood, a fraction of the box
+        half-width (1: the disc inscribed in the box; 0: every pixel). Only the pixels inside
+        it are rendered and scored (outside the particle they hold noise and its neighbours,
+        and the generator costs in proportion to the pixels it draws). None, the default:
+        ``cryovae train`` measures it on the particles (:func:`cryovae.data.signal_radius`);
+        a model built with None uses 1.
     """
 
     kind: ClassVar[str] = ""
@@ -85,8 +95,8 @@ class ModelConfig:
     zdim: int = field(default=1, metadata=option("--zdim", "Content latent dimensions."))
     pixel_size: float = 1.0
     ctf: bool = field(default=False, metadata=option("--ctf/--no-ctf", "Apply each particle's CTF."))
-    translation_prior_px: float = field(default=4.0, metadata=option(
-        "--translation-prior", "Centre prior std, model pixels."))
+    translation_prior_px: float | None = field(default=None, metadata=option(
+        "--translation-prior", "Centre prior std, model pixels [box/20]."))
     gen_hidden: int = field(default=128, metadata=option("--gen-hidden", "Generator width."))
     gen_layers: int = field(default=2, metadata=option("--gen-layers", "Generator hidden layers."))
     fourier_features: int = field(default=64, metadata=option(
@@ -95,6 +105,17 @@ class ModelConfig:
     gen_activation: str = field(default="leaky_relu", metadata=option(
         "--activation", "Generator activation.", choices=ACTIVATIONS))
     noise: str = field(default="global", metadata=option("--noise", "Noise model.", choices=NOISE_MODELS))
+    likelihood_mask: float | None = field(default=None, metadata=option(
+        "--likelihood-mask", "Likelihood mask radius, fraction of the box half-width (0 = whole box) "
+        "[where the particles' signal ends]."))
+
+    @property
+    def translation_sigma_px(self) -> float:
+        """The centre prior's std in model pixels: ``translation_prior_px``, or when that is None
+        :data:`TRANSLATION_PRIOR_FRACTION` of the box (2 px at 40 px)."""
+        if self.translation_prior_px is not None:
+            return float(self.translation_prior_px)
+        return TRANSLATION_PRIOR_FRACTION * self.box
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -138,8 +159,10 @@ class ModelConfig:
             raise CryovaeError(f"unknown activation {self.gen_activation!r}; choose one of {', '.join(ACTIVATIONS)}")
         if self.noise not in NOISE_MODELS:
             raise CryovaeError(f"unknown noise model {self.noise!r}; choose one of {', '.join(NOISE_MODELS)}")
-        if self.translation_prior_px <= 0:
-            raise CryovaeError("prior standard deviations must be > 0")
+        if self.translation_prior_px is not None and not self.translation_prior_px > 0:
+            raise CryovaeError(f"--translation-prior must be > 0 pixels, got {self.translation_prior_px}")
+        if self.likelihood_mask is not None and not 0 <= self.likelihood_mask <= math.sqrt(2):
+            raise CryovaeError(f"--likelihood-mask must be between 0 and 1.414 (the box corners), got {self.likelihood_mask}")
         if self.pixel_size <= 0:
             raise CryovaeError(f"pixel size must be > 0 Å, got {self.pixel_size}")
 
@@ -205,6 +228,18 @@ class AttentionMap:
     center_offset: torch.Tensor
 
 
+def likelihood_pixels(box: int, radius: float) -> torch.Tensor | None:
+    """(P,) int64 row-major indices of the pixels within ``radius * box / 2`` of the box centre
+    (pixel ``box // 2``, the internal convention's origin); None for ``radius`` 0 or a mask
+    that holds every pixel."""
+    if radius <= 0:
+        return None
+    idx = torch.arange(box, dtype=torch.float32) - box // 2
+    r2 = idx[:, None] ** 2 + idx[None, :] ** 2
+    inside = torch.nonzero((r2 <= (radius * box / 2) ** 2).flatten())[:, 0]
+    return None if len(inside) == box * box else inside
+
+
 def wrap_angle(theta: torch.Tensor) -> torch.Tensor:
     """Wrap radians to (-pi, pi]."""
     return math.pi - torch.remainder(math.pi - theta, 2 * math.pi)
@@ -235,6 +270,8 @@ class PoseVAE(nn.Module, abc.ABC):
             cfg.box, self.generator_inputs(cfg), cfg.gen_hidden, cfg.gen_layers, cfg.fourier_features,
             cfg.fourier_scale, cfg.gen_activation, pixel_noise=cfg.noise == "pixel")
         self.log_sigma = nn.Parameter(torch.zeros(()))
+        self.register_buffer("likelihood_pixels", likelihood_pixels(
+            cfg.box, 1.0 if cfg.likelihood_mask is None else cfg.likelihood_mask), persistent=False)
 
     @classmethod
     def make_prior(cls, cfg: ModelConfig) -> LatentPrior:
@@ -286,10 +323,22 @@ class PoseVAE(nn.Module, abc.ABC):
 
     def log_likelihood(self, y: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor,
                        ctf: torch.Tensor | None = None) -> torch.Tensor:
-        """``log p(y | z, theta, c)`` per particle (B,), nats; ``center_px`` in the centred
-        template's frame (as :meth:`infer` reports)."""
+        """``log p(y | z, theta, c)`` per particle (B,), nats, over the pixels of the likelihood
+        mask (``cfg.likelihood_mask``); ``center_px`` in the centred template's frame (as
+        :meth:`infer` reports). Without a CTF only those pixels are rendered."""
+        pixels = self.likelihood_pixels
+        y = y.float().flatten(1)
+        if ctf is None and pixels is not None:
+            mean, log_sigma = self.generator.render_pixels(z if self.zdim else None, theta, center_px, pixels)
+            log_sigma = self.log_sigma if log_sigma is None else log_sigma
+            return gaussian_log_likelihood(y[:, pixels], mean.float(), log_sigma.float())
         mean, log_sigma = self.decode(z if self.zdim else None, theta, center_px, ctf)
-        return gaussian_log_likelihood(y.float(), mean.float(), log_sigma.float())
+        mean = mean.flatten(1)
+        log_sigma = log_sigma.flatten(1) if log_sigma.dim() else log_sigma
+        if pixels is not None:
+            y, mean = y[:, pixels], mean[:, pixels]
+            log_sigma = log_sigma[:, pixels] if log_sigma.dim() else log_sigma
+        return gaussian_log_likelihood(y, mean.float(), log_sigma.float())
 
     def reconstruction(self, y: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor,
                        ctf: torch.Tensor | None) -> torch.Tensor:
@@ -350,5 +399,5 @@ class PoseVAE(nn.Module, abc.ABC):
         ctf : (B, box, box//2+1) or None.
         """
         ll = self.log_likelihood(y, z, theta, center_px, ctf)
-        s_t = float(self.cfg.translation_prior_px)
+        s_t = self.cfg.translation_sigma_px
         return ll + self.prior.log_density(z) - 0.5 * (center_px.float() ** 2).sum(1) / s_t**2

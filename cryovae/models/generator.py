@@ -137,14 +137,24 @@ class SpatialGenerator(nn.Module):
         mean : (B, box, box) pixel means.
         log_sigma : (B, box, box) per-pixel log std, or None for the global noise model.
         """
-        if z is not None and self.z_in is not None:
-            mean, log_sigma = self.render_codes(z[:, None, :], theta, center_px)
-            return mean[:, 0], None if log_sigma is None else log_sigma[:, 0]
-        u = pose_coordinates(self.coords, theta, center_px, self.box, self.template_center)
-        out = self.body(self.coord_in(self.features(u))).reshape(theta.shape[0], self.box, self.box, -1)
-        if self.pixel_noise:
-            return out[..., 0], out[..., 1]
-        return out[..., 0], None
+        mean, log_sigma = self.render_pixels(z, theta, center_px)
+        shape = (theta.shape[0], self.box, self.box)
+        return mean.reshape(shape), None if log_sigma is None else log_sigma.reshape(shape)
+
+    def render_pixels(self, z: torch.Tensor | None, theta: torch.Tensor, center_px: torch.Tensor,
+                      pixels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Render only some pixels of each image (the network runs on those alone).
+
+        z : (B, zdim) or None.  theta : (B,) radians.  center_px : (B, 2) pixels.
+        pixels : (P,) int64 indices into the row-major flattened box (None: every pixel).
+
+        Returns
+        -------
+        mean : (B, P).  log_sigma : (B, P), or None for the global noise model.
+        """
+        codes = None if z is None or self.z_in is None else z[:, None, :]
+        out = self._render(codes, theta, center_px, pixels)[:, 0]
+        return out[..., 0], (out[..., 1] if self.pixel_noise else None)
 
     def render_codes(self, codes: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -158,11 +168,18 @@ class SpatialGenerator(nn.Module):
         mean : (B, K, box, box).  log_sigma : (B, K, box, box) or None (global noise).
         """
         b, k = codes.shape[:2]
-        u = pose_coordinates(self.coords, theta, center_px, self.box, self.template_center)
-        h = self.coord_in(self.features(u))[:, None]  # (B, 1, P, hidden)
-        if self.z_in is not None:
-            h = h + self.z_in(codes)[:, :, None, :]
-        out = self.body(h).reshape(b, k, self.box, self.box, -1)
+        out = self._render(codes, theta, center_px, None).reshape(b, k, self.box, self.box, -1)
         if self.pixel_noise:
             return out[..., 0], out[..., 1]
         return out[..., 0], None
+
+    def _render(self, codes: torch.Tensor | None, theta: torch.Tensor, center_px: torch.Tensor,
+                pixels: torch.Tensor | None) -> torch.Tensor:
+        """(B, K, P, 1 or 2) network outputs for K codes (B, K, zdim) per pose (None: K = 1, no z)
+        at the pixels ``pixels`` (None: all)."""
+        coords = self.coords if pixels is None else self.coords[pixels]
+        u = pose_coordinates(coords, theta, center_px, self.box, self.template_center)
+        h = self.coord_in(self.features(u))[:, None]  # (B, 1, P, hidden)
+        if codes is not None and self.z_in is not None:
+            h = h + self.z_in(codes)[:, :, None, :]
+        return self.body(h)

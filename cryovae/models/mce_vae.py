@@ -172,9 +172,16 @@ class MCEConfig(ModelConfig):
     tau_hidden: int = 32
     theta_prior_std: float = math.pi
     prior_spacing: float = 4.0
+    #: measured with a 4-px centre prior (docs/quality/classes.md), kept
+    translation_prior_px: float | None = field(
+        default=4.0, metadata=ModelConfig.__dataclass_fields__["translation_prior_px"].metadata)
+    #: the class likelihoods score the whole box (:meth:`MCEVAE.class_log_likelihoods`)
+    likelihood_mask: float = 0.0
 
     def validate(self) -> None:
         super().validate()
+        if self.likelihood_mask:
+            raise CryovaeError("MCE-VAE scores the whole box: --likelihood-mask is not an option of --model mce")
         if self.classes < 1:
             raise CryovaeError(f"--classes must be >= 1, got {self.classes}")
         if self.zdim < 1:
@@ -334,7 +341,7 @@ class MCEVAE(PoseVAE):
         """KL of the rotation coefficient (wide prior, spatial-VAE's eq. 3) and of the translation
         coefficients (``N(0, translation_prior_px^2)``), per particle."""
         return {"kl_theta": kl_theta_uniform(post.tau_logstd[:, 0], self.cfg.theta_prior_std),
-                "kl_t": kl_normal(post.tau_mu[:, 1:], post.tau_logstd[:, 1:], self.cfg.translation_prior_px).sum(1)}
+                "kl_t": kl_normal(post.tau_mu[:, 1:], post.tau_logstd[:, 1:], self.cfg.translation_sigma_px).sum(1)}
 
     def random_group_elements(self, b: int, device, generator: torch.Generator | None) -> torch.Tensor:
         """(b, 3, 3) elements of SE(2) drawn uniformly: rotation in [0, 2 pi), translations in
@@ -377,7 +384,7 @@ class MCEVAE(PoseVAE):
         target = se2_exp(tau) @ m
         pred = se2_exp(other.tau_mu)
         cos_d = (pred[:, :2, :2] * target[:, :2, :2]).sum((1, 2)) / 2
-        d_a = ((pred[:, :2, 2] - target[:, :2, 2]) ** 2).sum(1) / self.cfg.translation_prior_px**2
+        d_a = ((pred[:, :2, 2] - target[:, :2, 2]) ** 2).sum(1) / self.cfg.translation_sigma_px**2
         return invariance, 4 * (1 - cos_d) + d_a
 
     def class_posterior(self, ll: torch.Tensor, z_params: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:

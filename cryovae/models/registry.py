@@ -99,6 +99,10 @@ LEGACY_MODEL_KEYS = frozenset({
     "fourier_scale", "gen_activation", "noise"})
 
 
+#: model options added after runs were written, and the value a run without the key was trained with
+BEFORE_OPTION = {"likelihood_mask": 0.0}
+
+
 def drop_legacy_keys(kind: str, values: dict) -> dict:
     """``values`` (a cryovae 0.1 model section, ``kind`` removed) without the keys of the other
     model: those of :data:`LEGACY_MODEL_KEYS` that ``kind``'s config does not have."""
@@ -117,6 +121,10 @@ def config_from_dict(d: dict, legacy: bool = False) -> ModelConfig:
     cls = model_class(kind).config_class
     if legacy:
         d = drop_legacy_keys(kind, d)
+    # a run written before these options existed was trained without them
+    for name, before in BEFORE_OPTION.items():
+        if name in cls.field_names() and name not in d:
+            d[name] = before
     unknown = set(d) - cls.field_names()
     if unknown:
         raise CryovaeError(f"model config has unknown keys: {', '.join(sorted(unknown))}")

@@ -113,7 +113,7 @@ class SpatialVAE(PoseVAE):
         parts = {"kl_theta": kl_theta_uniform(post.theta_logstd, self.cfg.theta_prior_std),
                  "kl_z": self.prior.kl(z_params, dim=1)}
         if post.center_mu is not None:
-            parts["kl_t"] = kl_normal(post.center_mu, post.center_logstd, self.cfg.translation_prior_px).sum(1)
+            parts["kl_t"] = kl_normal(post.center_mu, post.center_logstd, self.cfg.translation_sigma_px).sum(1)
         return LossTerms(recon=recon, kl=sum(parts.values()), kl_parts=parts)
 
     @torch.no_grad()

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from scipy.fft import next_fast_len
 from torch import nn
 
@@ -61,21 +62,43 @@ def fft_conv2d_same(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | 
 
     x : (B, 1, H, W).  weight : (C, 1, k, k) with odd k.  bias : (C,) or None.
     Returns (B, C, H, W). Equal to the direct cross-correlation up to float rounding; cost
-    O(C H W log) instead of O(C H W k^2), the win for the large lifting kernels (65 px in the paper).
+    O(C H W log) instead of O(C H W k^2), the win for a large image (a micrograph tile).
     kernel_fft(weight, (lh, lw)) : the flipped kernel's rfft2 at that size, when the caller keeps
         it between calls (None: computed here).
+
+    Output ``i`` of a circular convolution of length L sums the flipped kernel at the offsets
+    ``i + p - j`` (p = k//2, j over the H input rows); it is the linear one when no offset wraps
+    into the kernel's support, which for outputs ``0 <= i < H`` needs ``L >= H + p`` (not the
+    ``H + k - 1`` of the full linear convolution).
     """
     b, _, h, w = x.shape
     c, _, k, _ = weight.shape
     p = k // 2
-    # any size >= h + k - 1 makes the circular convolution linear; a 5-smooth one is fast (an
-    # image side with a large prime factor, e.g. a micrograph tile, would be several times slower)
-    lh, lw = next_fast_len(h + k - 1), next_fast_len(w + k - 1)
+    # a 5-smooth size is fast (an image side with a large prime factor, e.g. a micrograph tile,
+    # would be several times slower)
+    lh, lw = next_fast_len(h + p), next_fast_len(w + p)
     fx = torch.fft.rfft2(x.float(), s=(lh, lw))
     fk = kernel_rfft2(weight, (lh, lw)) if kernel_fft is None else kernel_fft(weight, (lh, lw))
     full = torch.fft.irfft2(fx * fk[:, 0][None], s=(lh, lw))
     out = full[..., p: p + h, p: p + w]
     return out if bias is None else out + bias.float()[None, :, None, None]
+
+
+def window_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                  window: tuple[int, int, int, int]) -> torch.Tensor:
+    """Rows ``r0:r1`` and columns ``c0:c1`` of ``F.conv2d(x, weight, bias, padding=k//2)``: a
+    direct convolution of only the input those outputs read.
+
+    x : (B, Cin, H, W).  weight : (C, Cin, k, k), odd k.  bias : (C,) or None.
+    window : ``(r0, r1, c0, c1)``.  Returns (B, C, r1 - r0, c1 - c0).
+
+    For the training-time translation window this is several times faster than FFTs of the
+    whole image, forward and backward (``benchmarks/train_throughput.py --lift``).
+    """
+    r0, r1, c0, c1 = window
+    p = weight.shape[-1] // 2
+    padded = F.pad(x, (p, p, p, p))[..., r0: r1 + 2 * p, c0: c1 + 2 * p]
+    return F.conv2d(padded, weight.to(x.dtype), None if bias is None else bias.to(x.dtype))
 
 
 def kernel_rfft2(weight: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -161,15 +184,28 @@ class GroupAttentionEncoder(nn.Module):
             self._kernel_fft = cached
         return cached[3]
 
-    def lift_forward(self, images: torch.Tensor) -> torch.Tensor:
-        """The lifting convolution alone: (B, H, W) -> (B, fields*N, H, W)."""
-        if self.fft_lift:
+    def lift_forward(self, images: torch.Tensor, window: bool = False) -> torch.Tensor:
+        """The lifting convolution alone: (B, H, W) -> (B, fields*N, H, W); with ``window`` only
+        the training-time translation window (:meth:`window_bounds`) of the output, computed
+        directly; otherwise over the whole image, with FFTs when ``fft_lift``."""
+        bounds = self.window_bounds(images.shape[-2], images.shape[-1]) if window else None
+        if bounds is not None or self.fft_lift:
             weight, bias = self.lift_filter()
+            if bounds is not None:
+                return window_conv2d(images[:, None], weight, bias, bounds)
             cache = None if self.training or torch.is_grad_enabled() else self._cached_kernel_fft
             return fft_conv2d_same(images[:, None], weight, bias, cache)
         if self.plain is not None:
             return self.plain[0](images[:, None])
         return self.lift(enn.GeometricTensor(images[:, None], self.in_type)).tensor
+
+    def window_bounds(self, h: int, w: int) -> tuple[int, int, int, int] | None:
+        """``(r0, r1, c0, c1)`` of the translation window ``|x|, |y| <= max_shift`` about pixel
+        ``(h//2, w//2)`` (None without ``max_shift``)."""
+        if self.max_shift is None:
+            return None
+        ch, cw, m = h // 2, w // 2, self.max_shift
+        return max(ch - m, 0), min(ch + m + 1, h), max(cw - m, 0), min(cw + m + 1, w)
 
     @property
     def context_px(self) -> int:
@@ -183,10 +219,7 @@ class GroupAttentionEncoder(nn.Module):
         window : keep only the training-time translation window (``max_shift``); False gives
             every pixel of an image of any size (the attention map of a micrograph).
         """
-        x = self.lift_forward(images)
-        if window and self.max_shift is not None:
-            ch, cw, m = x.shape[-2] // 2, x.shape[-1] // 2, self.max_shift
-            x = x[..., max(ch - m, 0): ch + m + 1, max(cw - m, 0): cw + m + 1]
+        x = self.lift_forward(images, window=window)
         if self.plain is not None:
             x = self.plain[1:](x)
         else:

@@ -46,7 +46,7 @@ class TargetConfig(ModelConfig):
     enc_kernel : lifting kernel size in pixels (odd; paper 65).
     enc_layers : number of regular -> regular group convolutions after the lifting one.
     enc_inner_kernel : kernel size of those convolutions (odd; 1 = pointwise).
-    fft_lift : compute the lifting convolution with FFTs (equal to R2Conv's output up to float
+    fft_lift : compute the lifting convolution of whole images (micrographs) with FFTs (equal to R2Conv's output up to float
         rounding; much faster for large kernels).
     max_shift : translation grid half-width in pixels: the attention covers centres with
         ``|cx|, |cy| <= max_shift`` (None, the default: 3 x translation_prior_px rounded up, at
@@ -77,7 +77,7 @@ class TargetConfig(ModelConfig):
     @property
     def attention_max_shift(self) -> int | None:
         """The translation window half-width actually used; None when it covers the whole box."""
-        m = max(2, math.ceil(3 * self.translation_prior_px)) if self.max_shift is None else self.max_shift
+        m = max(2, math.ceil(3 * self.translation_sigma_px)) if self.max_shift is None else self.max_shift
         return None if m >= self.box // 2 else int(m)
 
     @property
@@ -146,7 +146,7 @@ class TargetVAE(PoseVAE):
     def log_prior_tr(self) -> torch.Tensor:
         """(N, H, W) log p(t, r): Gaussian over the grid (normalised on it) times uniform r."""
         d2 = (self.grid**2).sum(-1)
-        log_pt = torch.log_softmax((-d2 / (2 * self.cfg.translation_prior_px**2)).flatten(), 0)
+        log_pt = torch.log_softmax((-d2 / (2 * self.cfg.translation_sigma_px**2)).flatten(), 0)
         log_pt = log_pt.reshape(d2.shape)
         return log_pt[None].expand(self.cfg.n_rotations, -1, -1) - math.log(self.cfg.n_rotations)
 

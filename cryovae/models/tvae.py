@@ -100,6 +100,8 @@ class TVAEConfig(ModelConfig):
         "--tvae-enc-hidden", "Encoder widths, comma-separated."))
     mask_radius: float = field(default=DEFAULT_MASK_RADIUS, metadata=option(
         "--tvae-mask-radius", "Soft mask outer radius, fraction of the box half-width."))
+    #: the sequence's own soft mask (``mask_radius``) is the likelihood's
+    likelihood_mask: float = 0.0
 
     @property
     def coherence_window(self) -> int:
@@ -111,6 +113,9 @@ class TVAEConfig(ModelConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.likelihood_mask:
+            raise CryovaeError("the Topographic VAE's likelihood mask is --tvae-mask-radius; --likelihood-mask is "
+                               "not an option of --model tvae")
         if self.zdim < 1:
             raise CryovaeError(f"--zdim (the number of capsules) must be >= 1 for --model tvae, got {self.zdim}")
         if self.capsule_size < 3:

@@ -23,7 +23,11 @@ class TrainConfig:
     lr_factor, lr_patience : ReduceLROnPlateau on the validation ELBO.
     early_stop_patience : stop after this many epochs without a better validation ELBO (0 = never).
     z_delay_epochs : feed z = 0 to the generator for the first epochs (spatial-VAE's z-delay);
-        the LR schedule, early stopping and best.pt start once z is on.
+        the LR schedule, early stopping and best.pt start once z is on. None (the default): until
+        the rotations have settled, the first epoch (at least the second) after which the
+        validation particles' rotations moved by a median of at most ``settle_deg`` since the
+        epoch before, and at most ``z_delay_max`` epochs.
+    settle_deg, z_delay_max : that criterion (degrees) and its longest delay (epochs).
     rotate_encoder : random rotation augmentation of the spatial-VAE encoder input.
     amp : bfloat16 autocast on CUDA (ignored on CPU).
     sigma_lr_scale : learning-rate multiplier of the global noise log sigma.
@@ -39,7 +43,9 @@ class TrainConfig:
     lr_factor: float = 0.5
     lr_patience: int = 3
     early_stop_patience: int = 8
-    z_delay_epochs: int = 2
+    z_delay_epochs: int | None = None
+    settle_deg: float = 2.0
+    z_delay_max: int = 10
     rotate_encoder: bool = False
     amp: bool = True
     sigma_lr_scale: float = 100.0
@@ -62,7 +68,9 @@ class TrainConfig:
             raise CryovaeError(f"--lr must be > 0, got {self.lr}")
         if not 0 <= self.val_fraction < 1:
             raise CryovaeError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
-        if self.z_delay_epochs < 0 or self.early_stop_patience < 0 or self.lr_patience < 0:
+        if not self.settle_deg > 0:
+            raise CryovaeError(f"the settling threshold must be > 0 degrees, got {self.settle_deg}")
+        if (self.z_delay_epochs or 0) < 0 or self.z_delay_max < 0 or self.early_stop_patience < 0 or self.lr_patience < 0:
             raise CryovaeError("z-delay and patience values must be >= 0")
         if self.refine_steps < 0:
             raise CryovaeError(f"--refine-steps must be >= 0, got {self.refine_steps}")

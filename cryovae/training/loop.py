@@ -127,9 +127,26 @@ def epoch_batches(sampler: SeededSampler, batch_size: int, world: World,
     return [parts[k] for k in keep], [len(steps[k]) for k in keep]
 
 
+#: on a CPU a training step runs its batch in micro-batches of at most this many particles, their
+#: gradients summed (the same step): the generator's activations of 32 particles at 40 px (about
+#: 20 MB) stay in a 32-MB L3 cache, and a 64-particle step ran at 119 instead of 73 particles/s
+#: on the 2-core development machine (``benchmarks/train_throughput.py``)
+CPU_MICRO_BATCH = 32
+
+
+def micro_batches(n: int, device: torch.device) -> list[slice]:
+    """The slices of a training step's ``n`` particles run one after the other on ``device`` (one
+    slice on a GPU; on a CPU about equal ones of at most :data:`CPU_MICRO_BATCH`)."""
+    if device.type != "cpu" or n <= CPU_MICRO_BATCH:
+        return [slice(None)]
+    bounds = np.linspace(0, n, -(-n // CPU_MICRO_BATCH) + 1).round().astype(int)
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, cfg: TrainConfig,
               device: torch.device, epoch: int, optimizer=None, progress: bool = False, *,
-              world: World = SINGLE, forward: torch.nn.Module | None = None, workers: int = 0) -> dict:
+              world: World = SINGLE, forward: torch.nn.Module | None = None, workers: int = 0,
+              zero_z: bool = False) -> dict:
     """One pass over the particles ``sampler`` draws (in its order for ``epoch``); trains when
     ``optimizer`` is given. Returns the mean of each term over the particles (of every process).
 
@@ -138,6 +155,7 @@ def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, 
         loss is scaled so that the step is the one of a single process with the whole step's
         particles). Validation runs ``model`` itself on each process's part.
     workers : DataLoader reader processes (:func:`cryovae.data.batch_loader`).
+    zero_z : feed the generator z = 0 (an epoch of the z-delay; validated as trained).
     """
     train = optimizer is not None
     model.train(train)
@@ -147,7 +165,6 @@ def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, 
     g_dev = epoch_generator(cfg.seed, epoch if train else 0, stream + 2 + RANK_STREAMS * world.rank, device)
     sums: dict[str, float] = {}
     n_seen = 0
-    zero_z = epoch < cfg.z_delay_epochs  # validated as trained: a z-delay epoch's model has no z
     batches, step_sizes = epoch_batches(sampler, cfg.batch_size, world, train)
     loader = batch_loader(dataset, batches, workers=workers, pin_memory=device.type == "cuda")
     bar = tqdm(loader, desc=f"epoch {epoch + 1} {'train' if train else 'val'}", leave=False,
@@ -155,26 +172,34 @@ def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, 
     for batch, (images, ctf_params, b_idx) in enumerate(bar):
         y = images.to(device, non_blocking=True)
         ctf = _batch_ctf(ctf_params, model.cfg, device)
-        with torch.set_grad_enabled(train), _autocast(device, cfg.amp):
-            terms = step_model(y, ctf, sample=True, generator=g_dev, rotate_encoder=train and cfg.rotate_encoder,
-                               zero_z=zero_z)
+        # the step's mean loss over its particles (of every process), one micro-batch at a time
+        scale = world.size / step_sizes[batch] if world.distributed else 1.0 / len(b_idx)
+        chunks = micro_batches(len(b_idx), device) if train else [slice(None)]
         if train:
-            if world.distributed:  # this part's share of the mean over the step's particles
-                loss = -terms.elbo.sum() * (world.size / step_sizes[batch])
-            else:
-                loss = -terms.elbo.mean()
-            mine = not bool(torch.isfinite(loss))
-            if world.any(mine):
-                if not mine:
+            optimizer.zero_grad(set_to_none=True)
+        bad = None
+        for k, part in enumerate(chunks):
+            last = k == len(chunks) - 1
+            sync = nullcontext() if last or forward is None else forward.no_sync()
+            with sync, torch.set_grad_enabled(train), _autocast(device, cfg.amp):
+                terms = step_model(y[part], None if ctf is None else ctf[part], sample=True, generator=g_dev,
+                                   rotate_encoder=train and cfg.rotate_encoder, zero_z=zero_z)
+                if train:
+                    loss = -terms.elbo.sum() * scale
+                    if not bool(torch.isfinite(loss)):
+                        bad = bad or (y[part], None if ctf is None else ctf[part], terms, b_idx[part])
+                    else:
+                        loss.backward()
+            values = {"elbo": terms.elbo, "recon": terms.recon, "kl": terms.kl, **terms.kl_parts}
+            for name, v in values.items():
+                sums[name] = sums.get(name, 0.0) + float(v.detach().float().sum())
+        if train:
+            if world.any(bad is not None):
+                if bad is None:
                     raise NonFiniteError(f"training diverged on another process at epoch {epoch + 1}, batch {batch + 1} "
                                          "(its message says why)")
-                raise _diverged(model, y, ctf, terms, b_idx, epoch, batch, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+                raise _diverged(model, *bad, epoch, batch, cfg)
             optimizer.step()
-        values = {"elbo": terms.elbo, "recon": terms.recon, "kl": terms.kl, **terms.kl_parts}
-        for k, v in values.items():
-            sums[k] = sums.get(k, 0.0) + float(v.detach().float().sum())
         n_seen += len(b_idx)
     if world.distributed:
         everyone = world.gather((sums, n_seen))
@@ -182,6 +207,27 @@ def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, 
         keys = list(dict.fromkeys(k for s, _ in everyone for k in s))
         sums = {k: sum(s.get(k, 0.0) for s, _ in everyone) for k in keys}
     return {k: v / max(n_seen, 1) for k, v in sums.items()}
+
+
+@torch.no_grad()
+def inferred_rotations(model: PoseVAE, dataset: ParticleDataset, indices: np.ndarray, batch_size: int,
+                       device: torch.device) -> np.ndarray:
+    """(n,) the model's rotation (``infer``'s theta, radians) of the particles ``indices``."""
+    model.eval()
+    out = []
+    for start in range(0, len(indices), batch_size):
+        images, _ = dataset[indices[start: start + batch_size]]
+        out.append(model.infer(images.to(device)).theta.float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def rotation_change_deg(before: np.ndarray, after: np.ndarray) -> float:
+    """Median angle, degrees, between two readings of the same particles' rotations (radians)."""
+    return float(np.degrees(np.median(np.abs(np.angle(np.exp(1j * (after - before)))))))
+
+
+#: particles whose rotations decide when z switches on when there is no validation set
+SETTLE_PARTICLES = 512
 
 
 def _first_bad(values: torch.Tensor) -> int | None:
@@ -275,6 +321,8 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
     train_idx, val_idx = split_indices(n, cfg.val_fraction, cfg.seed)
     history: list[dict] = []
     start_epoch, best_elbo, best_epoch, bad_epochs = 0, -float("inf"), -1, 0
+    # z is fed from epoch z_on (0-based; None: not yet, the rotations have not settled)
+    z_on, settle_theta = cfg.z_delay_epochs, None
     ckpt_path, best_path = run.checkpoint, run.best
 
     def save_checkpoint(epoch: int) -> None:
@@ -286,6 +334,7 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
             "split": {"train": torch.as_tensor(train_idx, dtype=torch.int64),
                       "val": torch.as_tensor(val_idx, dtype=torch.int64)},
             "rng": {"torch": torch.get_rng_state()}, "world_size": world.size,
+            "z_on_epoch": z_on, "settle_theta": None if settle_theta is None else torch.as_tensor(settle_theta),
         })
 
     if resume:
@@ -301,6 +350,10 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
             history = [dict(r) for r in ck["history"]]
             start_epoch, best_elbo = int(ck["epoch"]), float(ck["best_elbo"])
             best_epoch, bad_epochs = int(ck["best_epoch"]), int(ck["bad_epochs"])
+            z_on = ck.get("z_on_epoch", cfg.z_delay_epochs)
+            z_on = None if z_on is None else int(z_on)
+            if ck.get("settle_theta") is not None:
+                settle_theta = ck["settle_theta"].cpu().numpy()
             torch.set_rng_state(ck["rng"]["torch"].cpu())
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
             raise DamagedFileError(f"{ckpt_path}: damaged checkpoint ({type(exc).__name__} in its optimizer, "
@@ -317,6 +370,7 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
     else:
         save_checkpoint(0)  # resumable from the first second on
 
+    settle_idx = val_idx if len(val_idx) else train_idx[:SETTLE_PARTICLES]
     train_sampler = SeededSampler(train_idx, cfg.seed, shuffle=True)
     val_sampler = SeededSampler(val_idx, cfg.seed, shuffle=False)
     stopped = False
@@ -328,13 +382,25 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
             break
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
+        zero_z = z_on is None or epoch < z_on
         tr = run_epoch(model, dataset, train_sampler, cfg, device, epoch, optimizer, progress, world=world,
-                       forward=ddp, workers=workers)
+                       forward=ddp, workers=workers, zero_z=zero_z)
         rows = [{"epoch": epoch + 1, "split": "train", **tr, "lr": lr}]
         if len(val_idx):
             va = run_epoch(model, dataset, val_sampler, cfg, device, epoch, None, False, world=world,
-                           workers=workers)
+                           workers=workers, zero_z=zero_z)
             rows.append({"epoch": epoch + 1, "split": "val", **va, "lr": lr})
+        if z_on is None:  # the z-delay lasts until the rotations have settled
+            theta = inferred_rotations(model, dataset, settle_idx, cfg.batch_size, device)
+            change = float("nan") if settle_theta is None else rotation_change_deg(settle_theta, theta)
+            settle_theta = theta
+            for r in rows:
+                r["rotation_change_deg"] = change
+            if (epoch + 1 >= 2 and change <= cfg.settle_deg) or epoch + 1 >= cfg.z_delay_max:
+                z_on, settle_theta = epoch + 1, None
+                log.info("z on from epoch %d: the rotations moved by a median of %.2f degrees in epoch %d%s",
+                         z_on + 1, change, epoch + 1,
+                         "" if change <= cfg.settle_deg else f" (the longest z-delay, {cfg.z_delay_max} epochs)")
         monitor = rows[-1]["elbo"]
         if not (math.isfinite(monitor) and weights_finite(model)):
             what = "the weights" if not weights_finite(model) else f"the {rows[-1]['split']} ELBO"
@@ -348,7 +414,7 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
         # While z is held at 0 the model is a different (z-free) one: the LR schedule, early
         # stopping and best.pt start watching the ELBO once z is on, so a run can neither slow
         # down before z learns nor end with a best.pt that has no z.
-        if epoch >= cfg.z_delay_epochs:
+        if not zero_z:
             scheduler.step(monitor)
             if monitor > best_elbo:
                 best_elbo, best_epoch, bad_epochs = monitor, epoch + 1, 0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryovae.data import LoaderConfig, ParticleDataset
+from cryovae.data import LoaderConfig, ParticleDataset, signal_radius
 from cryovae.device import resolve_device
 from cryovae.distributed import World, init_world
 from cryovae.errors import CryovaeError, DamagedFileError, RunInterrupted, Terminated
@@ -219,7 +219,8 @@ def train_run(particles: str | Path, rundir: str | Path | RunDir, model_cfg: Mod
             pre = {"box": model_cfg.box, **(preprocess or {})}
             pre["box"] = model_cfg.box
             pixel_size = float(stack.pixel_size) * stack.box / model_cfg.box
-            model_cfg = replace(model_cfg, pixel_size=pixel_size)
+            # the centre prior at the run's box, recorded as a number
+            model_cfg = replace(model_cfg, pixel_size=pixel_size, translation_prior_px=model_cfg.translation_sigma_px)
             run_cfg = RunConfig(model=model_cfg, train=train_cfg, preprocess=pre, device=str(device),
                                 input={**recorded, "absolute_paths": bool(absolute_paths),
                                        "n_particles": len(stack), "box": int(stack.box),
@@ -236,6 +237,15 @@ def train_run(particles: str | Path, rundir: str | Path | RunDir, model_cfg: Mod
         world.barrier()  # rank 0 has written the image cache
         if not world.is_main:
             images = run.cached_images(stack, run_cfg.preprocess, False, lazy=loader.lazy, write=False)
+        if run_cfg.model.likelihood_mask is None:  # a new run: measured on its particles, recorded
+            extent = signal_radius(images)
+            mask = extent.mask_fraction(run_cfg.model.box)
+            run_cfg = replace(run_cfg, model=replace(run_cfg.model, likelihood_mask=mask))
+            log.info("likelihood mask: radius %.2f of the box half-width (%.1f px; the signal ends %s)", mask,
+                     mask * run_cfg.model.box / 2, "nowhere above the noise" if extent.radius_px is None
+                     else f"{extent.radius_px:.0f} px from the centre")
+            if world.is_main:
+                run.write_config(run_cfg, command_line)
         phase = "training"
         if resume and not has_checkpoint:
             log.info("%s: no checkpoint yet; training from epoch 0", run.path)
