@@ -8,6 +8,18 @@ import torch
 from cryovae.errors import CryovaeError
 
 
+#: particles a CPU takes through the generator at once (training steps in micro-batches,
+#: refinement in batches of this size): the activations of 32 particles at 40 px (about 20 MB)
+#: stay in a 32-MB L3 cache; a 64-particle training step ran at 119 instead of 73 particles/s on
+#: the 2-core development machine when split in two (``benchmarks/train_throughput.py``)
+CPU_BATCH = 32
+
+
+def cpu_batch(device: torch.device, batch_size: int) -> int:
+    """``batch_size``, at most :data:`CPU_BATCH` on a CPU."""
+    return min(batch_size, CPU_BATCH) if torch.device(device).type == "cpu" else batch_size
+
+
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     """``"auto"`` (CUDA if present, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` -> device.
 

@@ -186,3 +186,30 @@ def test_inferred_z_is_the_mean_and_std_of_the_mixture_over_cells():
         np.testing.assert_allclose(enc.z_std[:, d].numpy(), mix.stddev.numpy(), rtol=1e-3, atol=1e-5)
     argmax_cell = model.select(post, model.argmax_onehot(post.logits))
     assert not torch.allclose(enc.z_mean, argmax_cell.z_mu, atol=1e-4)  # an untrained q is spread out
+
+
+@pytest.mark.parametrize("group", ["c1", "p8"])
+def test_window_lifting_is_the_window_of_the_whole_lifting(group):
+    """The training window's direct convolution of the crop equals that window of the lifting
+    over the whole image (R2Conv or Conv2d), and window_conv2d equals F.conv2d's crop."""
+    import torch.nn.functional as F
+
+    from cryovae.models.target_encoder import window_conv2d
+
+    torch.manual_seed(3)
+    cfg = ModelConfig.for_model("target", box=BOX, group=group, enc_fields=3, enc_kernel=21, max_shift=4)
+    enc = build_model(cfg).encoder.train()
+    x = torch.randn(2, BOX, BOX)
+    with torch.no_grad():
+        win = enc.lift_forward(x, window=True)
+        enc.fft_lift = False
+        whole = enc.lift_forward(x)
+    c = BOX // 2
+    assert win.shape == (2, 3 * cfg.n_rotations, 9, 9)
+    torch.testing.assert_close(win, whole[..., c - 4: c + 5, c - 4: c + 5], rtol=1e-4, atol=1e-5)
+    w, b = torch.randn(5, 2, 7, 7), torch.randn(5)
+    y = torch.randn(3, 2, 20, 17)
+    ref = F.conv2d(y, w, b, padding=3)
+    for window in [(0, 20, 0, 17), (5, 12, 2, 16), (0, 1, 16, 17)]:
+        r0, r1, c0, c1 = window
+        torch.testing.assert_close(window_conv2d(y, w, b, window), ref[..., r0:r1, c0:c1], rtol=1e-4, atol=1e-5)

@@ -105,3 +105,36 @@ def test_gumbel_softmax_samples_follow_q_and_pass_gradients():
     assert logits.grad is not None and logits.grad.abs().sum() > 0
     soft = gumbel_softmax_sample(logits, 1.0, g, hard=False)
     assert torch.all(soft > 0) and abs(float(soft.sum()) - 1) < 1e-5
+
+
+def test_free_bits_count_the_batch_kl_of_z_as_at_least_the_free_nats():
+    """LossTerms.objective: the ELBO when 0 (or without kl_z); with free nats the batch-mean KL
+    of z below them costs nothing (no gradient), above them the ELBO's own."""
+    from cryovae.models import LossTerms
+
+    kz = torch.tensor([0.2, 0.4], requires_grad=True)
+    other = torch.tensor([1.0, 2.0])
+    terms = LossTerms(recon=torch.tensor([-10.0, -20.0]), kl=kz + other, kl_parts={"kl_z": kz, "kl_tr": other})
+    assert torch.equal(terms.objective(0.0), terms.elbo)
+    free = terms.objective(1.0)
+    torch.testing.assert_close(free, torch.tensor([-10.0 - 1.0 - 1.0, -20.0 - 2.0 - 1.0]))
+    free.sum().backward()
+    assert torch.count_nonzero(kz.grad) == 0
+    kz.grad = None
+    above = terms.objective(0.1)  # mean 0.3 > 0.1: the batch's ELBO (each particle's KL of z as the mean)
+    torch.testing.assert_close(above.sum(), terms.elbo.sum())
+    above.sum().backward()
+    torch.testing.assert_close(kz.grad, torch.full((2,), -1.0))
+    no_z = LossTerms(recon=torch.zeros(2), kl=other, kl_parts={"kl_tr": other})
+    assert torch.equal(no_z.objective(5.0), no_z.elbo)
+
+
+def test_free_nats_default_is_the_models_and_scales_with_zdim():
+    from cryovae.models import build_model
+    from cryovae.runs import TrainConfig
+    from cryovae.training.loop import free_nats
+
+    target = build_model(ModelConfig.for_model("target", box=16, zdim=3, enc_fields=2, enc_kernel=5))
+    spatial = build_model(ModelConfig.for_model("spatial", box=16, zdim=3))
+    assert free_nats(target, TrainConfig()) == 3.0 and free_nats(spatial, TrainConfig()) == 0.0
+    assert free_nats(target, TrainConfig(free_nats=0.5)) == 1.5

@@ -39,6 +39,8 @@ TRAIN_OPTIONS = (
     ("--patience", "early_stop_patience", int, "Early-stopping patience (0: never)."),
     ("--z-delay", "z_delay_epochs", int,
      "Epochs with z = 0  [default: until the rotations settle (median change <= 2 degrees), at most 10]."),
+    ("--free-nats", "free_nats", float,
+     "Free bits of z, nats per dimension (0: the plain ELBO)  [default: target 1, others 0]."),
     ("--refine-steps", "refine_steps", int,
      "After training, steps of per-particle pose and z refinement (0: the encoder's)."),
 )

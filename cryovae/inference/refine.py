@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cryovae.device import cpu_batch
 from cryovae.errors import CryovaeError
 from cryovae.models import PoseVAE, compute_ctf
 from cryovae.runs import Latents
@@ -43,7 +44,7 @@ class RefineConfig:
         the peak); the same for z (prior units), theta (radians: 0.05 rad = 2.9 degrees) and the
         centre (model pixels).
     batch_size : particles refined together (each particle's objective is its own, so the batch
-        only sets memory use and speed).
+        only sets memory use and speed); at most :data:`cryovae.device.CPU_BATCH` on a CPU.
     """
 
     steps: int = 20
@@ -134,8 +135,9 @@ def refine_latents(model: PoseVAE, images: np.ndarray, latents: Latents, cfg: Re
     z_out = np.array(latents.z_mean, dtype=np.float32, copy=True)
     th_out = np.array(latents.theta, dtype=np.float64, copy=True)
     c_out = np.array(latents.center_px, dtype=np.float64, copy=True)
-    for s in tqdm(range(0, n, cfg.batch_size), desc="refining poses and z", leave=False, disable=not progress):
-        sl = slice(s, min(s + cfg.batch_size, n))
+    step = cpu_batch(device, cfg.batch_size)
+    for s in tqdm(range(0, n, step), desc="refining poses and z", leave=False, disable=not progress):
+        sl = slice(s, min(s + step, n))
         y = torch.as_tensor(np.asarray(images[sl], dtype=np.float32), device=device)
         ctf = (compute_ctf(torch.as_tensor(np.asarray(ctf_params[sl], dtype=np.float32), device=device),
                            model.cfg.box, model.cfg.pixel_size) if model.cfg.ctf else None)

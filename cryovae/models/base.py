@@ -42,6 +42,8 @@ ACTIVATIONS = ("relu", "leaky_relu", "tanh")
 CLASS_EXTRA = "class"
 CLASS_PROB_EXTRA = "class_prob"
 NOISE_MODELS = ("global", "pixel")
+#: the name in :attr:`LossTerms.kl_parts` of the content latent's KL, what free bits act on
+CONTENT_KL = "kl_z"
 #: the default centre prior std as a fraction of the model box (translation_prior_px None):
 #: 2 px at the default 40-px box, about 13 px of a 256-px box Fourier-cropped to 40
 TRANSLATION_PRIOR_FRACTION = 0.05
@@ -200,6 +202,17 @@ class LossTerms:
     def elbo(self) -> torch.Tensor:
         return self.recon - self.kl
 
+    def objective(self, free_nats: float = 0.0) -> torch.Tensor:
+        """(B,) what training maximises: the ELBO, with the content latent's KL (``kl_parts
+        ["kl_z"]``) averaged over the batch and counted as at least ``free_nats`` ("free bits",
+        Kingma et al. 2016, eq. 19): below that the encoder may put information into z at no
+        cost, so a generator that does not yet read z can learn to (at low SNR z otherwise
+        collapses onto the prior). 0, or a model without ``kl_z``: the ELBO itself."""
+        kz = self.kl_parts.get(CONTENT_KL)
+        if not free_nats or kz is None:
+            return self.elbo
+        return self.elbo + kz - torch.clamp(kz.mean(), min=free_nats)
+
 
 @dataclass
 class AttentionMap:
@@ -261,6 +274,8 @@ class PoseVAE(nn.Module, abc.ABC):
     #: ``train``'s --refine-steps when not given (None: TrainConfig's); 0 for a model without a
     #: refinement objective (its :meth:`log_posterior` raises)
     refine_steps_default: ClassVar[int | None] = None
+    #: free bits of z (nats per dimension) when ``--free-nats`` is not given (0: the plain ELBO)
+    free_nats_default: ClassVar[float] = 0.0
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

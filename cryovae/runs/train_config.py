@@ -28,6 +28,10 @@ class TrainConfig:
         validation particles' rotations moved by a median of at most ``settle_deg`` since the
         epoch before, and at most ``z_delay_max`` epochs.
     settle_deg, z_delay_max : that criterion (degrees) and its longest delay (epochs).
+    free_nats : free bits of the content latent, nats per z dimension: training counts the
+        batch's mean KL of z as at least this (:meth:`cryovae.models.LossTerms.objective`; 0 = the
+        ELBO itself; None, the default: the model's ``free_nats_default``). The ELBO reported,
+        and watched by the LR schedule and early stopping, is always the true one.
     rotate_encoder : random rotation augmentation of the spatial-VAE encoder input.
     amp : bfloat16 autocast on CUDA (ignored on CPU).
     sigma_lr_scale : learning-rate multiplier of the global noise log sigma.
@@ -46,10 +50,11 @@ class TrainConfig:
     z_delay_epochs: int | None = None
     settle_deg: float = 2.0
     z_delay_max: int = 10
+    free_nats: float | None = None
     rotate_encoder: bool = False
     amp: bool = True
     sigma_lr_scale: float = 100.0
-    refine_steps: int = 20
+    refine_steps: int = 10
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -68,6 +73,8 @@ class TrainConfig:
             raise CryovaeError(f"--lr must be > 0, got {self.lr}")
         if not 0 <= self.val_fraction < 1:
             raise CryovaeError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        if self.free_nats is not None and not self.free_nats >= 0:
+            raise CryovaeError(f"--free-nats must be >= 0, got {self.free_nats}")
         if not self.settle_deg > 0:
             raise CryovaeError(f"the settling threshold must be > 0 degrees, got {self.settle_deg}")
         if (self.z_delay_epochs or 0) < 0 or self.z_delay_max < 0 or self.early_stop_patience < 0 or self.lr_patience < 0:

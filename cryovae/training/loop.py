@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cryovae.data import ParticleDataset, SeededSampler, batch_loader, epoch_seed
+from cryovae.device import CPU_BATCH
 from cryovae.distributed import World
 from cryovae.errors import CryovaeError, DamagedFileError, NonFiniteError
 from cryovae.models import (
@@ -128,10 +129,8 @@ def epoch_batches(sampler: SeededSampler, batch_size: int, world: World,
 
 
 #: on a CPU a training step runs its batch in micro-batches of at most this many particles, their
-#: gradients summed (the same step): the generator's activations of 32 particles at 40 px (about
-#: 20 MB) stay in a 32-MB L3 cache, and a 64-particle step ran at 119 instead of 73 particles/s
-#: on the 2-core development machine (``benchmarks/train_throughput.py``)
-CPU_MICRO_BATCH = 32
+#: gradients summed (the same step; see :data:`cryovae.device.CPU_BATCH`)
+CPU_MICRO_BATCH = CPU_BATCH
 
 
 def micro_batches(n: int, device: torch.device) -> list[slice]:
@@ -141,6 +140,41 @@ def micro_batches(n: int, device: torch.device) -> list[slice]:
         return [slice(None)]
     bounds = np.linspace(0, n, -(-n // CPU_MICRO_BATCH) + 1).round().astype(int)
     return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def accumulate_gradients(step_model: torch.nn.Module, y: torch.Tensor, ctf: torch.Tensor | None, scale: float,
+                         chunks: list[slice], *, generator: torch.Generator, zero_z: bool, rotate_encoder: bool,
+                         ddp: bool = False, free_nats: float = 0.0) -> tuple[list, tuple | None]:
+    """The gradient of one training step, ``-scale * sum of the objectives`` (the ELBOs, with
+    ``free_nats`` of free bits for z: :meth:`cryovae.models.LossTerms.objective`) of the particles
+    ``y`` (B, box, box), added into the parameters' ``.grad`` one micro-batch (``chunks``) at a time.
+
+    ddp : ``step_model`` is a DistributedDataParallel wrapper: only the last micro-batch's
+        backward averages the gradients over the processes.
+
+    Returns each micro-batch's :class:`LossTerms` and, when one's loss was not finite (its
+    backward is skipped), ``(its slice, its terms)`` of the first such, else None.
+    """
+    parts, bad = [], None
+    for k, part in enumerate(chunks):
+        sync = step_model.no_sync() if ddp and k < len(chunks) - 1 else nullcontext()
+        with sync:
+            terms = step_model(y[part], None if ctf is None else ctf[part], sample=True, generator=generator,
+                               rotate_encoder=rotate_encoder, zero_z=zero_z)
+            loss = -terms.objective(free_nats).sum() * scale
+            if bool(torch.isfinite(loss)):
+                loss.backward()
+            elif bad is None:
+                bad = (part, terms)
+        parts.append(terms)
+    return parts, bad
+
+
+def free_nats(model: PoseVAE, cfg: TrainConfig) -> float:
+    """The free bits of z of a training step, nats: ``cfg.free_nats`` (or the model's default)
+    per z dimension."""
+    per_dim = type(model).free_nats_default if cfg.free_nats is None else cfg.free_nats
+    return float(per_dim) * model.zdim
 
 
 def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, cfg: TrainConfig,
@@ -172,34 +206,29 @@ def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, 
     for batch, (images, ctf_params, b_idx) in enumerate(bar):
         y = images.to(device, non_blocking=True)
         ctf = _batch_ctf(ctf_params, model.cfg, device)
-        # the step's mean loss over its particles (of every process), one micro-batch at a time
+        # the step's mean loss over its particles (of every process)
         scale = world.size / step_sizes[batch] if world.distributed else 1.0 / len(b_idx)
-        chunks = micro_batches(len(b_idx), device) if train else [slice(None)]
-        if train:
-            optimizer.zero_grad(set_to_none=True)
-        bad = None
-        for k, part in enumerate(chunks):
-            last = k == len(chunks) - 1
-            sync = nullcontext() if last or forward is None else forward.no_sync()
-            with sync, torch.set_grad_enabled(train), _autocast(device, cfg.amp):
-                terms = step_model(y[part], None if ctf is None else ctf[part], sample=True, generator=g_dev,
-                                   rotate_encoder=train and cfg.rotate_encoder, zero_z=zero_z)
-                if train:
-                    loss = -terms.elbo.sum() * scale
-                    if not bool(torch.isfinite(loss)):
-                        bad = bad or (y[part], None if ctf is None else ctf[part], terms, b_idx[part])
-                    else:
-                        loss.backward()
-            values = {"elbo": terms.elbo, "recon": terms.recon, "kl": terms.kl, **terms.kl_parts}
-            for name, v in values.items():
-                sums[name] = sums.get(name, 0.0) + float(v.detach().float().sum())
+        with torch.set_grad_enabled(train), _autocast(device, cfg.amp):
+            if train:
+                optimizer.zero_grad(set_to_none=True)
+                parts, bad = accumulate_gradients(step_model, y, ctf, scale, micro_batches(len(b_idx), device),
+                                                  generator=g_dev, zero_z=zero_z, rotate_encoder=cfg.rotate_encoder,
+                                                  ddp=forward is not None,
+                                                  free_nats=free_nats(model, cfg))
+            else:
+                parts, bad = [step_model(y, ctf, sample=True, generator=g_dev, zero_z=zero_z)], None
         if train:
             if world.any(bad is not None):
                 if bad is None:
                     raise NonFiniteError(f"training diverged on another process at epoch {epoch + 1}, batch {batch + 1} "
                                          "(its message says why)")
-                raise _diverged(model, *bad, epoch, batch, cfg)
+                part, terms = bad
+                raise _diverged(model, y[part], None if ctf is None else ctf[part], terms, b_idx[part], epoch, batch, cfg)
             optimizer.step()
+        for terms in parts:
+            values = {"elbo": terms.elbo, "recon": terms.recon, "kl": terms.kl, **terms.kl_parts}
+            for name, v in values.items():
+                sums[name] = sums.get(name, 0.0) + float(v.detach().float().sum())
         n_seen += len(b_idx)
     if world.distributed:
         everyone = world.gather((sums, n_seen))
