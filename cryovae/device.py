@@ -7,7 +7,6 @@ import torch
 
 from cryovae.errors import CryovaeError
 
-
 #: particles a CPU takes through the generator at once (training steps in micro-batches,
 #: refinement in batches of this size): the activations of 32 particles at 40 px (about 20 MB)
 #: stay in a 32-MB L3 cache; a 64-particle training step ran at 119 instead of 73 particles/s on

@@ -49,9 +49,10 @@ def test_masked_likelihood_scores_the_mask_pixels_of_the_full_render(kind, noise
         ls = log_sigma.flatten(1)[:, idx] if log_sigma.dim() else log_sigma
         ref = gaussian_log_likelihood(y.flatten(1)[:, idx], mean.flatten(1)[:, idx], ls)
         torch.testing.assert_close(ll, ref, rtol=1e-5, atol=1e-3)
+        np.testing.assert_array_equal(mean.flatten(1)[:, model.likelihood_disc == 0].numpy(), 0.0)  # 0 outside
         whole = _model(kind, likelihood_mask=0.0, noise=noise)
         whole.load_state_dict(model.state_dict())
-        full = gaussian_log_likelihood(y, mean, log_sigma)
+        full = gaussian_log_likelihood(y, *whole.decode(z, theta, c))
         torch.testing.assert_close(whole.log_likelihood(y, z, theta, c), full, rtol=1e-5, atol=1e-3)
         assert not torch.allclose(ll, full)
 

@@ -125,9 +125,12 @@ def test_a_registered_model_trains_encodes_and_reloads_through_the_contract(plai
     np.testing.assert_array_equal(lat["extra_side"], (lat["z_mean"][:, 0] > 0) + 1)
 
     loaded = TrainedRun.load(run)
-    assert type(loaded.model) is PlainVAE and loaded.config.model == model_config("plain", box=24, zdim=2, hidden=16,
-                                                                                    gen_hidden=16, fourier_features=8,
-                                                                                    pixel_size=loaded.pixel_size)
+    # train records the centre prior (box/20) and the likelihood mask it measured on the particles
+    mask = loaded.config.model.likelihood_mask
+    assert 0.5 <= mask <= 1.0
+    assert type(loaded.model) is PlainVAE and loaded.config.model == model_config(
+        "plain", box=24, zdim=2, hidden=16, gen_hidden=16, fourier_features=8, pixel_size=loaded.pixel_size,
+        translation_prior_px=24 / 20, likelihood_mask=mask)
     out = tmp_path / "again.star"
     r = _invoke(["encode", run, star, "-o", out, "--device", "cpu"])
     assert r.exit_code == 0, r.output

@@ -112,10 +112,13 @@ def test_reconstruction_panel_is_the_runs_own_reconstruction(session):
     everything = session.run.preprocess(session.stack.images(np.arange(len(session.stack))))
     again = session.run.reconstruct(everything)[ids]
     for k, i in enumerate(ids):
-        np.testing.assert_allclose(particle_panels(session, int(i)).reconstruction, again[k], rtol=1e-4, atol=1e-5)
+        # (the sample run was refined in batches of 256 particles; reconstruct refines in CPU batches
+        # of 32, whose float rounding moves this run's nearly flat z by ~0.01 and pixels by up to
+        # 0.005; a pose convention slip, e.g. a quarter turn, moves them by ~0.3: see below)
+        np.testing.assert_allclose(particle_panels(session, int(i)).reconstruction, again[k], rtol=0, atol=0.02)
     turned = session.run.decode(session.latents.z_mean[ids], session.latents.theta[ids] + np.pi / 2,
                                 session.latents.center_px[ids])
-    assert np.abs(turned - again).max() > 0.1 * np.abs(again).max()  # the pose matters
+    assert np.abs(turned - again).max() > max(0.1 * np.abs(again).max(), 5 * 0.02)  # the pose matters
 
 
 def test_encoding_a_stack_reports_progress_and_matches_the_run(session):

@@ -1,7 +1,6 @@
 """cryovae.data: preprocessing of particle images (Fourier crop, invert, normalise, mask), and
 the preprocessed particles as a dataset with a seeded sampler."""
 
-from cryovae.data.extent import SignalExtent, signal_radius
 from cryovae.data.dataset import (
     LoaderConfig,
     ParticleDataset,
@@ -9,6 +8,7 @@ from cryovae.data.dataset import (
     batch_loader,
     epoch_seed,
 )
+from cryovae.data.extent import SignalExtent, signal_radius
 from cryovae.data.fourier import check_crop_box, cropped_pixel_size, fourier_crop, fourier_resample
 from cryovae.data.preprocess import (
     NORMALIZE_MODES,

@@ -44,9 +44,9 @@ CLASS_PROB_EXTRA = "class_prob"
 NOISE_MODELS = ("global", "pixel")
 #: the name in :attr:`LossTerms.kl_parts` of the content latent's KL, what free bits act on
 CONTENT_KL = "kl_z"
-#: the default centre prior std as a fraction of the model box (translation_prior_px None):
-#: 2 px at the default 40-px box, about 13 px of a 256-px box Fourier-cropped to 40
-TRANSLATION_PRIOR_FRACTION = 0.05
+#: the default centre prior std is the model box over this (translation_prior_px None): 2 px at
+#: the default 40-px box, about 13 px of a 256-px box Fourier-cropped to 40
+TRANSLATION_PRIOR_DIVISOR = 20
 
 
 def option(flag: str, help: str, *, choices: tuple[str, ...] | None = None,  # noqa: A002 (click's word)
@@ -74,7 +74,7 @@ class ModelConfig:
     pixel_size : Å per pixel of the model's images (used by the CTF).
     ctf : multiply the generator image by each particle's CTF before the likelihood.
     translation_prior_px : std of the Gaussian prior on the particle centre, model pixels (None,
-        the default: :data:`TRANSLATION_PRIOR_FRACTION` of the box, see :attr:`translation_sigma_px`).
+        the default: the box over :data:`TRANSLATION_PRIOR_DIVISOR`, see :attr:`translation_sigma_px`).
     gen_hidden, gen_layers : generator width and number of hidden layers.
     fourier_features : number of random Fourier features of the coordinate (0 = raw coordinates).
     fourier_scale : std of the Fourier frequency matrix, cycles per unit of the normalised
@@ -114,10 +114,10 @@ class ModelConfig:
     @property
     def translation_sigma_px(self) -> float:
         """The centre prior's std in model pixels: ``translation_prior_px``, or when that is None
-        :data:`TRANSLATION_PRIOR_FRACTION` of the box (2 px at 40 px)."""
+        the box over :data:`TRANSLATION_PRIOR_DIVISOR` (2 px at 40 px)."""
         if self.translation_prior_px is not None:
             return float(self.translation_prior_px)
-        return TRANSLATION_PRIOR_FRACTION * self.box
+        return self.box / TRANSLATION_PRIOR_DIVISOR
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -287,6 +287,10 @@ class PoseVAE(nn.Module, abc.ABC):
         self.log_sigma = nn.Parameter(torch.zeros(()))
         self.register_buffer("likelihood_pixels", likelihood_pixels(
             cfg.box, 1.0 if cfg.likelihood_mask is None else cfg.likelihood_mask), persistent=False)
+        disc = None
+        if self.likelihood_pixels is not None:  # (box * box,) 1 inside the mask, 0 outside
+            disc = torch.zeros(cfg.box * cfg.box).index_fill_(0, self.likelihood_pixels, 1.0)
+        self.register_buffer("likelihood_disc", disc, persistent=False)
 
     @classmethod
     def make_prior(cls, cfg: ModelConfig) -> LatentPrior:
@@ -329,9 +333,12 @@ class PoseVAE(nn.Module, abc.ABC):
 
         Returns
         -------
-        mean : (B, box, box).  log_sigma : (B, box, box) or a scalar tensor (global noise).
+        mean : (B, box, box), 0 outside the likelihood mask (``cfg.likelihood_mask``: the model
+            was never asked to draw there).  log_sigma : (B, box, box) or a scalar tensor (global noise).
         """
         mean, log_sigma = self.generator(z, theta, center_px)
+        if self.likelihood_pixels is not None:  # the model says nothing outside its likelihood mask: 0 there
+            mean = (mean.flatten(1) * self.likelihood_disc).reshape(mean.shape)
         if ctf is not None:
             mean = apply_ctf(mean, ctf)
         return mean, (self.log_sigma if log_sigma is None else log_sigma)

@@ -139,7 +139,7 @@ def micro_batches(n: int, device: torch.device) -> list[slice]:
     if device.type != "cpu" or n <= CPU_MICRO_BATCH:
         return [slice(None)]
     bounds = np.linspace(0, n, -(-n // CPU_MICRO_BATCH) + 1).round().astype(int)
-    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
 def accumulate_gradients(step_model: torch.nn.Module, y: torch.Tensor, ctf: torch.Tensor | None, scale: float,
