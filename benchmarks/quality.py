@@ -223,6 +223,14 @@ def scores(metrics: dict) -> dict:
             "translation_rmse_A": metrics.get("translation", {}).get("rmse_after_template_offset_A")}
 
 
+def finished(name: str, seed: int, n: int, box: int, work: Path) -> bool:
+    """Whether (set, seed) was simulated and trained by this script's commands (``--existing``)."""
+    case, folder = CASES[name], work / f"{name}-s{seed}"
+    sim = simulate_args(case, n, box, seed)
+    done = recorded(folder / "run", {"command": train_args(case), "data": sim})
+    return bool(recorded(folder / "data", {"command": sim}) and done and (folder / "run" / "particles.star").is_file())
+
+
 def run_one(name: str, seed: int, n: int, box: int, work: Path) -> dict:
     """Simulate, train and evaluate one (set, seed) (each step reused when done); its record."""
     case, folder = CASES[name], work / f"{name}-s{seed}"
@@ -410,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
                    "[docs/quality; --quick: tmp/quality_quick]")
     p.add_argument("--quick", action="store_true",
                    help=f"smoke test: {QUICK_N} particles of {QUICK_BOX} px, {', '.join(QUICK_CASES)}, seed 1")
+    p.add_argument("--existing", action="store_true",
+                   help="report only the (set, seed) runs already finished in --work (nothing is trained)")
     p.add_argument("--note", default="", help="a sentence for the page (e.g. that the machine was shared)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -423,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
     runs, failed = [], []
     for name in cases:
         for seed in seeds:
+            if args.existing and not finished(name, seed, n, box, work):
+                log.info("%s seed %d: not run (--existing)", name, seed)
+                continue
             try:
                 runs.append(run_one(name, seed, n, box, work))
             except RuntimeError as exc:  # a failed command: reported, never scored
