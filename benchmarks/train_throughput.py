@@ -138,7 +138,10 @@ def _lift_by_fft_then_crop(encoder) -> None:
     def lift_forward(images, window=False):
         weight, bias = encoder.lift_filter()
         out = fft_conv2d_same(images[:, None], weight, bias)
-        r0, r1, c0, c1 = encoder.window_bounds(images.shape[-2], images.shape[-1]) if window else (None,) * 4
+        bounds = encoder.window_bounds(images.shape[-2], images.shape[-1]) if window else None
+        if bounds is None:
+            return out
+        r0, r1, c0, c1 = bounds
         return out[..., r0:r1, c0:c1]
 
     encoder.lift_forward = lift_forward
