@@ -24,7 +24,8 @@ def posed_particles(box: int, apix: float, n: int = 6, seed: int = 0):
     """
     torch.manual_seed(seed)
     cfg = ModelConfig.for_model("target", box=box, zdim=1, group="p4", enc_fields=2, enc_kernel=3,
-                                gen_hidden=64, fourier_features=32, fourier_scale=1.5, pixel_size=apix)
+                                gen_hidden=64, fourier_features=32, fourier_scale=1.5, pixel_size=apix,
+                                likelihood_mask=0.0)  # decodes over the whole box (no fixed disc cut)
     model = build_model(cfg).eval()
     rng = np.random.default_rng(seed)
     theta = rng.uniform(-np.pi, np.pi, n)
