@@ -10,7 +10,11 @@ with
 * ``target``: ``cryovae train --model target --group p8 --zdim 2``, then k-means and a Gaussian
   mixture on the content latents (``cryovae.analysis.cluster``), two rows from one training;
 * ``invariant``: PCA + k-means of the polar-Fourier amplitude spectrum's angular-harmonic
-  magnitudes (``cryovae.analysis.invariant_features``), no training.
+  magnitudes (``cryovae.analysis.invariant_features``), no training;
+* ``bound``: not a method but what the particles allow: the simulator's own noise-free class
+  images (``cryovae.simulate.class_templates``) searched over 36 rotations and every shift with
+  the true noise level and centre prior (``cryovae.models.pose_search``), the most probable class
+  taken. No classifier that has to learn its templates should beat it.
 
 Scores (``cryovae.analysis.metrics``): accuracy after the Hungarian matching of predicted to
 true classes, ARI, NMI, and for the models that infer a rotation the Fisher-Lee circular
@@ -45,10 +49,12 @@ import numpy as np
 from _common import cached_train, fmt, output_folders, spread
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = ("mce", "target", "invariant")
+METHODS = ("mce", "target", "invariant", "bound")
 #: what a row's method is called in the table
 LABELS = {"mce": "MCE-VAE", "target-kmeans": "TARGET-VAE P8 + k-means", "target-gmm": "TARGET-VAE P8 + GMM",
-          "invariant": "invariant features + k-means"}
+          "invariant": "invariant features + k-means", "bound": "true templates + search (bound)"}
+#: rotations of the bound's search (10 degrees apart, as MCE-VAE's default --pose-search)
+BOUND_ROTATIONS = 36
 #: the paper's own claims (Bajaj, Roy & Zhang): no accuracy is reported
 PAPER_NOTE = ("The MCE-VAE paper's own claims (Bajaj, Roy & Zhang), on SO(2)- and SE(2)-transformed MNIST "
               "(rotations within ±90°, shifts within ±25% of the image), not cryo-EM: t-SNE pictures of z_c that "
@@ -87,16 +93,49 @@ def train_args(model: str, s: dict, seed: int, device: str) -> list[str]:
             *s["target"]]
 
 
+def set_config(snr: float, seed: int, s: dict):
+    """The :class:`cryovae.simulate.SimulationConfig` of one (SNR, seed)'s class set."""
+    from cryovae.simulate import SimulationConfig
+
+    return SimulationConfig(n=s["n"], box=s["box"], pixel_size_A=160.0 / s["box"], snr=snr, shift_sigma_px=1.0,
+                            n_classes=s["classes"], seed=seed)
+
+
 def simulate(snr: float, seed: int, s: dict, work: Path) -> Path:
     """The class set of one (SNR, seed), written once into ``work``; returns its folder."""
-    from cryovae.simulate import SimulationConfig, simulate_classes, write_simulation
+    from cryovae.simulate import simulate_classes, write_simulation
 
     data = work / f"data_k{s['classes']}_snr{snr:g}_seed{seed}_n{s['n']}_b{s['box']}"
     if not (data / "classes.json").exists():
-        cfg = SimulationConfig(n=s["n"], box=s["box"], pixel_size_A=160.0 / s["box"], snr=snr, shift_sigma_px=1.0,
-                               n_classes=s["classes"], seed=seed)
-        write_simulation(simulate_classes(cfg, progress=False), data)
+        write_simulation(simulate_classes(set_config(snr, seed, s), progress=False), data)
     return data
+
+
+def bound_classes(images: np.ndarray, snr: float, seed: int, s: dict, data: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The bound's classes (n,) 1-based and psi (n,) degrees: each particle's most probable class
+    (its rotation and shift summed out) under the true templates, noise and centre prior."""
+    import torch
+
+    from cryovae.geometry import internal_to_relion
+    from cryovae.models.pose_search import rotation_grid, shift_log_prior, template_log_likelihoods
+    from cryovae.simulate import class_templates
+
+    cfg = set_config(snr, seed, s)
+    grid = rotation_grid(BOUND_ROTATIONS)
+    templates = torch.as_tensor(class_templates(cfg, grid.numpy()))
+    k, r, n = templates.shape[:3]
+    sigma2 = json.loads((data / "simulation.json").read_text())["noise_sigma"] ** 2
+    prior = shift_log_prior(n, cfg.shift_sigma_px)
+    classes, psi = [], []
+    for start in range(0, len(images), 128):
+        y = torch.as_tensor(np.asarray(images[start: start + 128], np.float32))
+        log_p = template_log_likelihoods(y, templates.reshape(k * r, n, n), sigma2).reshape(-1, k, r, n, n) + prior
+        best = torch.logsumexp(log_p.flatten(2), 2).argmax(1)
+        in_class = log_p[torch.arange(len(y)), best]
+        rot = torch.logsumexp(in_class.flatten(2), 2).argmax(1)
+        classes.append(best.numpy() + 1)
+        psi.append(internal_to_relion(grid[rot].double().numpy(), np.zeros((len(y), 2)))[0])
+    return np.concatenate(classes), np.concatenate(psi)
 
 
 def train(model: str, data: Path, s: dict, seed: int, device: str, work: Path) -> tuple[Path, float]:
@@ -154,12 +193,19 @@ def run_models(snr: float, seed: int, s: dict, methods: list[str], work: Path, d
                          "command": shlex.join(train_args("target", s, seed, device)),
                          **scores(aligned["class"].to_numpy(), labels, aligned["psi_deg"].to_numpy(),
                                   predicted["psi_deg"])})
+    if "invariant" in methods or "bound" in methods:
+        stack = read_particles(data / "particles.star")
+        images = stack.images(np.arange(len(stack)))
     if "invariant" in methods:
         t0 = time.perf_counter()
-        stack = read_particles(data / "particles.star")
-        labels = invariant_classes(stack.images(np.arange(len(stack))), s["classes"], seed=seed).labels
+        labels = invariant_classes(images, s["classes"], seed=seed).labels
         rows.append({**base, "method": "invariant", "seconds": time.perf_counter() - t0,
                      **scores(true_class, labels)})
+    if "bound" in methods:
+        t0 = time.perf_counter()
+        labels, psi = bound_classes(images, snr, seed, s, data)
+        rows.append({**base, "method": "bound", "seconds": time.perf_counter() - t0,
+                     **scores(true_class, labels, truth["psi_deg"].to_numpy(), psi)})
     return rows
 
 
@@ -180,7 +226,7 @@ def table(rows: list[dict], s: dict, seeds: list[int], command: str, quick: bool
         "| method | SNR | accuracy | ARI | NMI | rotation circ. corr | time (s) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    order = ["mce", "target-kmeans", "target-gmm", "invariant"]
+    order = ["mce", "target-kmeans", "target-gmm", "invariant", "bound"]
     for snr in sorted({r["snr"] for r in rows}, reverse=True):
         for method in order:
             group = [r for r in rows if r["snr"] == snr and r["method"] == method]

@@ -104,7 +104,10 @@ def test_mixture_prior_against_torch_distributions():
 
 
 def _small_mce(**kw):
-    sizes = dict(box=16, classes=3, gen_hidden=16, gen_layers=1, fourier_features=8, enc_channels=4, head_hidden=16)
+    """A small MCE-VAE; the paper's model (the class posterior at the encoder's pose) unless
+    ``pose_search`` is given (tests/test_pose_search.py has the search's own tests)."""
+    sizes = dict(box=16, classes=3, gen_hidden=16, gen_layers=1, fourier_features=8, enc_channels=4, head_hidden=16,
+                 pose_search=0)
     return build_model(model_config("mce", **{**sizes, **kw}))
 
 
@@ -228,3 +231,5 @@ def test_ctf_multiplies_every_class_template():
                                    gaussian_log_likelihood(y, mean, log_sigma).detach().numpy(), rtol=1e-5)
     assert not torch.allclose(ll, model.class_log_likelihoods(y, z, theta, c, None))
     assert torch.isfinite(model(y, ctf, generator=torch.Generator().manual_seed(0)).elbo).all()
+    searching = _small_mce(ctf=True, pixel_size=3.0, pose_search=8)
+    assert torch.isfinite(searching(y, ctf, generator=torch.Generator().manual_seed(0)).elbo).all()

@@ -17,6 +17,7 @@ from cryovae.geometry import apply_relion_alignment, transform_image
 from cryovae.simulate import (
     CLASS_NAMES,
     SimulationConfig,
+    class_templates,
     read_truth,
     simulate_classes,
     write_simulation,
@@ -30,6 +31,17 @@ def ncc(a: np.ndarray, b: np.ndarray) -> float:
 
 def run(*args):
     return CliRunner().invoke(cli, ["simulate", *map(str, args)])
+
+
+def test_class_templates_are_the_noise_free_particles_at_their_rotation():
+    # the benchmark's bound compares particles with these: they must be the set's own images
+    cfg = SimulationConfig(n=12, box=24, snr=None, shift_sigma_px=0.0, n_classes=4, seed=3)
+    sim = simulate_classes(cfg, progress=False)
+    labels = sim.truth["class"].to_numpy()
+    templates = class_templates(cfg, sim.theta_rad)
+    assert templates.shape == (4, 12, 24, 24)
+    for i in range(12):
+        np.testing.assert_allclose(templates[labels[i] - 1, i], sim.clean[i], atol=1e-5)
 
 
 def test_shares_are_respected_and_classes_are_shuffled():

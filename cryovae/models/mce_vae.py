@@ -82,7 +82,14 @@ from cryovae.models.distributions import (
     kl_theta_uniform,
     randn_like,
 )
+from cryovae.models.pose_search import (
+    rotation_grid,
+    shift_grid,
+    shift_log_prior,
+    template_log_likelihoods,
+)
 from cryovae.models.priors import GaussianMixturePrior, LatentPrior
+from cryovae.models.transforms import rotate_images
 
 #: the generators of se(2) acting on homogeneous 2D coordinates (x, y, 1): rotation, x-, y-translation
 SE2_GENERATORS = torch.tensor([
@@ -153,6 +160,10 @@ class MCEConfig(ModelConfig):
     theta_prior_std : prior std of the rotation coefficient, radians (pi: nearly uniform).
     prior_spacing : distance between neighbouring mixture means (fixed), in units of the
         components' starting std (1).
+    pose_search : R, the rotations (``2 pi / R`` apart) of the exhaustive search that scores
+        every particle against every class template at every rotation and every integer shift
+        (:meth:`MCEVAE.search_log_posterior`); its posterior gives the class and the pose. 0:
+        the class posterior at the encoder's pose, the paper's model.
     """
 
     kind: ClassVar[str] = "mce"
@@ -172,6 +183,9 @@ class MCEConfig(ModelConfig):
     tau_hidden: int = 32
     theta_prior_std: float = math.pi
     prior_spacing: float = 4.0
+    pose_search: int = field(default=36, metadata=option(
+        "--pose-search", "Rotations of the exhaustive class x rotation x shift search that gives each particle's "
+                         "class and pose (0: the encoder's pose, the paper's model)."))
     #: measured with a 4-px centre prior (docs/quality/classes.md), kept
     translation_prior_px: float | None = field(
         default=4.0, metadata=ModelConfig.__dataclass_fields__["translation_prior_px"].metadata)
@@ -192,6 +206,8 @@ class MCEConfig(ModelConfig):
             raise CryovaeError("the invariance shift range must be >= 0 pixels")
         if self.enc_channels < 1 or self.head_hidden < 1 or self.tau_hidden < 1:
             raise CryovaeError("encoder channels and extractor widths must be >= 1")
+        if self.pose_search < 0 or 0 < self.pose_search < 4:
+            raise CryovaeError(f"--pose-search must be 0 (off) or >= 4 rotations, got {self.pose_search}")
         if self.theta_prior_std <= 0 or self.prior_spacing <= 0:
             raise CryovaeError("prior standard deviations and the mixture spacing must be > 0")
 
@@ -394,6 +410,138 @@ class MCEVAE(PoseVAE):
         ELBO, and its logsumexp the ELBO with the class summed out."""
         return self.prior.log_weights + ll - self.prior.offset_kl(z_params)
 
+    # -- the exhaustive search of class, rotation and shift -------------------------------------
+    def search_templates(self, turned: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every class's canonical image (offset 0) at every rotation of the search grid: (K, R,
+        box, box), class-major; and the noise variance per pixel (a scalar tensor, no gradient: the
+        global sigma^2, or the mean of the per-pixel model's over the templates).
+
+        ``turned=False``: the generator rendered at each rotation, without gradients (exact).
+        ``turned=True``: its pose-0 render turned bilinearly by each angle (``out(p) = T(R(angle)
+        p)``), with gradients to the generator: R renders' cost of one, slightly blurred (for the
+        class-balance term's gradient; the search itself uses the exact renders).
+        """
+        k, r, n = self.n_classes, int(self.cfg.pose_search), self.cfg.box
+        dev = self.prior.means.device
+        poses = 1 if turned else r
+        with torch.set_grad_enabled(turned and torch.is_grad_enabled()), torch.autocast(dev.type, enabled=False):
+            codes = self.class_codes(torch.zeros(poses, self.zdim, device=dev))  # (poses, K, zdim + K)
+            grid = rotation_grid(r, dev)
+            mean, log_sigma = self.generator.render_codes(codes, torch.zeros(1, device=dev) if turned else grid,
+                                                          torch.zeros(poses, 2, device=dev))
+            sigma2 = torch.exp(2 * (self.log_sigma if log_sigma is None else log_sigma).detach().float()).mean()
+            if turned:
+                images = rotate_images(mean[0].float().repeat_interleave(r, dim=0), grid.repeat(k)).reshape(k, r, n, n)
+            else:
+                images = mean.float().transpose(0, 1)
+        return images, sigma2
+
+    def search_log_prior(self, device) -> torch.Tensor:
+        """(K, R, box, box) ``log p(c) + log p(rotation) + log p(shift)``: the class weights, a
+        uniform rotation, the Gaussian centre prior (std ``translation_sigma_px``) on the grid."""
+        r, n = int(self.cfg.pose_search), self.cfg.box
+        shift = shift_log_prior(n, self.cfg.translation_sigma_px, device)
+        log_c = self.prior.log_weights.to(device)[:, None, None, None] - math.log(r)
+        return (log_c + shift[None, None]).expand(self.n_classes, r, n, n)
+
+    def search_log_posterior(self, y: torch.Tensor, ctf: torch.Tensor | None = None, turned: bool = False
+                             ) -> torch.Tensor:
+        """``log q(c, rotation, shift | y)`` of every class, rotation of the grid and integer shift
+        (:mod:`cryovae.models.pose_search`), normalised per particle; with ``turned``, of the
+        turned templates with gradients to the generator (:meth:`search_templates`).
+
+        y : (B, box, box).  ctf : (B, box, box//2 + 1) or None.
+        Returns (B, K, R, box, box); index ``[b, c, i, row, col]`` is class c + 1, rotation
+        ``2 pi i / R`` and the centre :func:`cryovae.models.pose_search.shift_grid` ``[row, col]``
+        (the frame of the generator's template centre).
+        """
+        templates, sigma2 = self.search_templates(turned)
+        k, r, n = templates.shape[0], templates.shape[1], self.cfg.box
+        with torch.set_grad_enabled(turned and torch.is_grad_enabled()), torch.autocast(y.device.type, enabled=False):
+            ll = template_log_likelihoods(y, templates.reshape(k * r, n, n), sigma2, ctf).reshape(-1, k, r, n, n)
+            joint = ll + self.search_log_prior(y.device)[None]
+            return joint - torch.logsumexp(joint.flatten(1), 1).view(-1, 1, 1, 1, 1)
+
+    def search_pose(self, log_q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The class and pose a search posterior (B, K, R, box, box) gives: the most probable class
+        (B,) 0-based and its probability (B,); the rotation's circular posterior mean in that class
+        (B,) radians; the centre's posterior mean at that class's most probable rotation (B, 2)
+        pixels."""
+        b, _, r, n, _ = log_q.shape
+        rows = torch.arange(b, device=log_q.device)
+        log_qc = torch.logsumexp(log_q.flatten(2), 2)  # (B, K)
+        log_prob, cls = log_qc.max(1)
+        in_class = log_q[rows, cls]  # (B, R, N, N)
+        q_r = torch.softmax(torch.logsumexp(in_class.flatten(2), 2), 1)  # (B, R)
+        grid = rotation_grid(r, log_q.device)
+        theta = torch.atan2(q_r @ torch.sin(grid), q_r @ torch.cos(grid))
+        q_s = torch.softmax(in_class[rows, q_r.argmax(1)].flatten(1), 1)  # (B, N * N)
+        center = q_s @ shift_grid(n, log_q.device).reshape(n * n, 2)
+        return cls, log_prob.clamp(max=0.0).exp(), theta, center  # float32 rounding can pass 1
+
+    def pose_distillation(self, post: MCEPosterior, theta: torch.Tensor, center_px: torch.Tensor) -> torch.Tensor:
+        """(B,) the distance ``4 (1 - cos(dtheta)) + |da|^2 / translation_sigma_px^2`` between the
+        encoder's group element ``exp(tau)`` and the searched pose's (theta (B,) radians, centre
+        (B, 2) pixels), held fixed: the encoder learns to read the pose the search finds."""
+        pred = se2_exp(post.tau_mu)
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (B, 2, 2)
+        a = -(rot @ center_px.float()[..., None])[..., 0]  # u = R (p - c): the translation column is -R c
+        cos_d = (pred[:, :2, :2] * rot).sum((1, 2)) / 2
+        d_a = ((pred[:, :2, 2] - a) ** 2).sum(1) / self.cfg.translation_sigma_px**2
+        return 4 * (1 - cos_d) + d_a
+
+    def search_forward(self, y: torch.Tensor, ctf: torch.Tensor | None, sample: bool,
+                       generator: torch.Generator | None, zero_z: bool) -> LossTerms:
+        """The objective with the class and pose of the exhaustive search (``pose_search`` > 0).
+
+        ``q(c, rotation, shift | y)`` is the search's posterior (the templates at the class means;
+        fixed within the step, as an expectation step); one (class, rotation, shift) is drawn from
+        it (``sample``; the rotation jittered uniformly within its grid cell) or its mode taken,
+        and the particle is reconstructed at that pose with z's sampled offset. The ELBO is
+        ``log p(y | z, c, pose) - KL(q(c, pose) || p(c, pose)) - sum_c q_c KL(q(z | y, c) || p(z | c))``,
+        less the invariance loss and the distillation of the searched pose into the encoder's
+        tau (weight ``pose_consistency``), which carry gradients to the encoder, and the class
+        balance term (``class_balance``), whose gradient reaches the templates through the
+        search's class posterior.
+        """
+        b, r = y.shape[0], int(self.cfg.pose_search)
+        post = self.encode(y)
+        z_params = (post.z_mu, post.z_logstd)
+        offset = self.prior.sample(z_params, generator) if sample else post.z_mu
+        log_q = self.search_log_posterior(y, ctf)
+        flat = log_q.flatten(1)
+        n = self.cfg.box
+        log_qc = torch.logsumexp(log_q.flatten(2), 2)  # (B, K)
+        cls = log_qc.argmax(1)
+        in_class = log_q[torch.arange(b, device=y.device), cls].flatten(1)  # (B, R * N * N)
+        if sample:
+            idx = torch.multinomial(torch.softmax(in_class, 1), 1, generator=generator)[:, 0]
+        else:
+            idx = in_class.argmax(1)
+        rot, cell = idx // (n * n), idx % (n * n)
+        step = 2 * math.pi / r
+        theta = rot.to(torch.float32) * step
+        if sample:
+            theta = theta + (torch.rand(b, generator=generator, device=y.device) - 0.5) * step
+        center = shift_grid(n, y.device).reshape(n * n, 2)[cell]
+        mean, log_sigma = self.decode_class(torch.zeros_like(offset) if zero_z else offset, cls, theta, center, ctf)
+        ll = gaussian_log_likelihood(y.float(), mean.float(), log_sigma.float())
+        q_c = log_qc.exp()
+        parts = {"kl_search": kl_categorical(flat, self.search_log_prior(y.device).flatten()[None]),
+                 "kl_z": (q_c * self.prior.offset_kl(z_params)).sum(1)}
+        if self.cfg.class_balance > 0:  # its gradient reaches the templates through the turned ones' search
+            log_qc_grad = torch.logsumexp(self.search_log_posterior(y, ctf, turned=True).flatten(2), 2)
+            q_bar = log_qc_grad.exp().mean(0, keepdim=True)
+            parts["class_balance"] = self.cfg.class_balance * kl_categorical(
+                torch.log(q_bar.clamp_min(1e-12)), self.prior.log_weights[None]).expand(b)
+        if self.cfg.invariance_weight > 0:
+            invariance, _ = self.invariance_loss(y, post, post.tau_mu, log_qc.argmax(1), generator)
+            parts["invariance"] = self.cfg.invariance_weight * invariance
+        if self.cfg.pose_consistency > 0:
+            parts["pose_distillation"] = self.cfg.pose_consistency * self.pose_distillation(post, theta, center)
+        return LossTerms(recon=ll, kl=sum(parts.values()), kl_parts=parts)
+
     def forward(self, y: torch.Tensor, ctf: torch.Tensor | None = None, *, sample: bool = True,
                 generator: torch.Generator | None = None, zero_z: bool = False,
                 rotate_encoder: bool = False) -> LossTerms:
@@ -403,7 +551,10 @@ class MCEVAE(PoseVAE):
         is reported as ``recon = sum_c q_c log p(y | z_c, c, tau)``, ``kl_c = KL(q(c | y) || pi)``
         and ``kl_z = sum_c q_c KL(q(z | y, c) || p(z | c))`` (eq. 14). ``zero_z`` feeds the
         generator the class means (z's offset 0). ``rotate_encoder`` is ignored: the invariance
-        loss already shows the encoder transformed copies."""
+        loss already shows the encoder transformed copies. With ``pose_search`` the class and pose
+        are the search's (:meth:`search_forward`)."""
+        if self.cfg.pose_search:
+            return self.search_forward(y, ctf, sample, generator, zero_z)
         post = self.encode(y)
         z_params = (post.z_mu, post.z_logstd)
         tau = post.tau_mu
@@ -438,16 +589,25 @@ class MCEVAE(PoseVAE):
         """The pose of ``exp(tau)`` at tau's posterior mean; extras ``class`` (B,) int64 1-based,
         the most probable class of ``q(c | y)`` at those means, and ``class_prob`` (B,) its
         probability; z's posterior mean and std are those of the mixture
-        ``sum_c q_c N(mu_c + m, s^2)`` (for a sure class: ``mu_c + m`` and ``s``)."""
+        ``sum_c q_c N(mu_c + m, s^2)`` (for a sure class: ``mu_c + m`` and ``s``). With
+        ``pose_search`` the class, its probability and the pose are the search's
+        (:meth:`search_pose`; no CTF: ``infer`` has none)."""
         post = self.encode(y)
-        theta, center = pose_from_se2(se2_exp(post.tau_mu))
         z_params = (post.z_mu, post.z_logstd)
-        ll = self.class_log_likelihoods(y, post.z_mu, theta, center, None)
-        q = torch.softmax(self.class_posterior(ll, z_params), 1)
-        prob, cls = q.max(1)
+        if self.cfg.pose_search:
+            log_q = self.search_log_posterior(y)
+            cls, prob, theta, center = self.search_pose(log_q)
+            q = torch.logsumexp(log_q.flatten(2), 2).exp()
+            center = center.to(post.z_mu.dtype)
+        else:
+            theta, center = pose_from_se2(se2_exp(post.tau_mu))
+            ll = self.class_log_likelihoods(y, post.z_mu, theta, center, None)
+            q = torch.softmax(self.class_posterior(ll, z_params), 1)
+            prob, cls = q.max(1)
+            center = self.generator.centred_pose(theta, center)
         means = self.prior.means.float()
         mix_mean = q @ means
         mix_var = q @ (means**2) - mix_mean**2
         return Encoding(z_mean=mix_mean + post.z_mu, z_std=(post.z_logstd.exp() ** 2 + mix_var.clamp_min(0)).sqrt(),
-                        theta=wrap_angle(theta), center_px=self.generator.centred_pose(theta, center), prob=None,
+                        theta=wrap_angle(theta), center_px=center, prob=None,
                         extras={CLASS_EXTRA: (cls + 1).to(torch.int64), CLASS_PROB_EXTRA: prob})

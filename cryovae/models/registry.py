@@ -100,7 +100,7 @@ LEGACY_MODEL_KEYS = frozenset({
 
 
 #: model options added after runs were written, and the value a run without the key was trained with
-BEFORE_OPTION = {"likelihood_mask": 0.0}
+BEFORE_OPTION = {"likelihood_mask": 0.0, "pose_search": 0}
 
 
 def drop_legacy_keys(kind: str, values: dict) -> dict:

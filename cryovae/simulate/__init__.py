@@ -29,6 +29,7 @@ from cryovae.simulate.molecules import (
 )
 from cryovae.simulate.simulator import (
     SimulatedParticles,
+    class_templates,
     simulate_arms,
     simulate_classes,
     simulate_hinge,
@@ -39,5 +40,5 @@ from cryovae.simulate.writer import read_truth, write_simulation
 __all__ = [
     "CLASS_NAMES", "ClassSpec", "MicrographConfig", "MicrographPlan", "Molecule", "SimulatedMicrograph",
     "SimulatedParticles", "SimulationConfig", "arms_molecule", "class_specs", "hinge_molecule", "plan_micrographs",
-    "read_truth", "render_micrograph", "simulate_arms", "simulate_classes", "simulate_hinge", "simulate_volume", "write_micrograph_simulation", "write_simulation",
+    "class_templates", "read_truth", "render_micrograph", "simulate_arms", "simulate_classes", "simulate_hinge", "simulate_volume", "write_micrograph_simulation", "write_simulation",
 ]

@@ -167,6 +167,23 @@ def simulate_classes(config: SimulationConfig, progress: bool = True) -> Simulat
     return _finish("classes", config, rng, clean, theta, center, truth, scale, None, None, tilt, progress, specs)
 
 
+def class_templates(config: SimulationConfig, theta_rad: np.ndarray) -> np.ndarray:
+    """The noise-free images of every class of :func:`simulate_classes` ``(config)`` at each
+    rotation, centred, untilted, without CTF, at the set's intensity scale: what a
+    classification with perfect templates would compare the particles with.
+
+    theta_rad : (R,) internal rotations (radians).
+    Returns (K, R, box, box) float32; ``[j - 1, i]`` is class j at ``theta_rad[i]``.
+    """
+    specs = class_specs(config.n_classes, config.hinge_range_deg)
+    k, theta = len(specs), np.asarray(theta_rad, dtype=np.float64)
+    ref = _render_classes(specs, np.arange(1, k + 1), None, np.zeros(k), np.zeros((k, 2)), config, 1.0)
+    scale = 1.0 / float(ref.reshape(k, -1).std(axis=1).mean())
+    labels = np.repeat(np.arange(1, k + 1), len(theta))
+    out = _render_classes(specs, labels, None, np.tile(theta, k), np.zeros((len(labels), 2)), config, scale)
+    return out.reshape(k, len(theta), config.box, config.box)
+
+
 def _render_classes(specs, labels, tilt, theta, center, config: SimulationConfig, scale: float) -> np.ndarray:
     """Render particles of several classes at their poses.
 
