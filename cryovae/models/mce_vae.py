@@ -496,9 +496,11 @@ class MCEVAE(PoseVAE):
         """The objective with the class and pose of the exhaustive search (``pose_search`` > 0).
 
         ``q(c, rotation, shift | y)`` is the search's posterior (the templates at the class means;
-        fixed within the step, as an expectation step); one (class, rotation, shift) is drawn from
-        it (``sample``; the rotation jittered uniformly within its grid cell) or its mode taken,
-        and the particle is reconstructed at that pose with z's sampled offset. The ELBO is
+        fixed within the step, as an expectation step). The particle is reconstructed in its most
+        probable class (a hard class, as classification EM: with classes drawn from ``q`` the
+        templates stayed alike at SNR 0.1, accuracy 0.41 against 0.51, one run each), at a
+        rotation and shift drawn from that class's posterior (``sample``; the rotation jittered
+        uniformly within its grid cell) or at its mode, with z's sampled offset. The ELBO is
         ``log p(y | z, c, pose) - KL(q(c, pose) || p(c, pose)) - sum_c q_c KL(q(z | y, c) || p(z | c))``,
         less the invariance loss and the distillation of the searched pose into the encoder's
         tau (weight ``pose_consistency``), which carry gradients to the encoder, and the class
