@@ -136,3 +136,17 @@ def test_runs_written_before_the_search_load_without_it():
     assert config_from_dict(d).pose_search == 0
     with pytest.raises(Exception, match="--pose-search"):
         model_config("mce", box=24, pose_search=2).validate()
+
+
+def test_infer_in_chunks_equals_infer_at_once(monkeypatch):
+    import cryovae.models.mce_vae as mce
+
+    model = _model()
+    y = torch.randn(7, 24, 24)
+    whole = model.infer(y)
+    monkeypatch.setattr(mce, "SEARCH_CHUNK_VALUES", 3 * 36 * 24 * 24 * 2)  # 2 particles a chunk
+    chunked = model.infer(y)
+    for a, b in ((whole.theta, chunked.theta), (whole.center_px, chunked.center_px), (whole.z_mean, chunked.z_mean),
+                 (whole.extras["class_prob"], chunked.extras["class_prob"])):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5)
+    assert whole.extras["class"].tolist() == chunked.extras["class"].tolist()

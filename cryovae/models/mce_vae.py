@@ -51,6 +51,12 @@ in one generator pass (:meth:`cryovae.models.SpatialGenerator.render_codes`).
 
 The encoder (:class:`MCEEncoder`) is the paper's: a four-layer CNN with batch normalisation
 and ReLU (the "augmented encoder"), then three MLP extractors (class, z, tau).
+
+All of the above is the paper's variant, ``pose_search = 0``. By default (``pose_search`` = R =
+36) the class and the pose come instead from an exhaustive search of every class template at R
+rotations and every integer shift (:mod:`cryovae.models.pose_search`, :meth:`MCEVAE.search_forward`),
+the expectation step of RELION's 2D classification; the encoder then gives z, and its tau is
+trained to read the searched pose. docs/models.md has why and what it measured.
 """
 
 from __future__ import annotations
@@ -90,6 +96,9 @@ from cryovae.models.pose_search import (
 )
 from cryovae.models.priors import GaussianMixturePrior, LatentPrior
 from cryovae.models.transforms import rotate_images
+
+#: ``infer`` searches this many posterior values (class x rotation x shift x particle) at a time (256 MB)
+SEARCH_CHUNK_VALUES = 2**26
 
 #: the generators of se(2) acting on homogeneous 2D coordinates (x, y, 1): rotation, x-, y-translation
 SE2_GENERATORS = torch.tensor([
@@ -597,9 +606,13 @@ class MCEVAE(PoseVAE):
         post = self.encode(y)
         z_params = (post.z_mu, post.z_logstd)
         if self.cfg.pose_search:
-            log_q = self.search_log_posterior(y)
-            cls, prob, theta, center = self.search_pose(log_q)
-            q = torch.logsumexp(log_q.flatten(2), 2).exp()
+            # in chunks: the posterior holds K R box^2 values per particle
+            step = max(1, SEARCH_CHUNK_VALUES // (self.n_classes * int(self.cfg.pose_search) * self.cfg.box**2))
+            parts = []
+            for s in range(0, y.shape[0], step):
+                log_q = self.search_log_posterior(y[s: s + step])
+                parts.append((*self.search_pose(log_q), torch.logsumexp(log_q.flatten(2), 2).exp()))
+            cls, prob, theta, center, q = (torch.cat(v) for v in zip(*parts, strict=True))
             center = center.to(post.z_mu.dtype)
         else:
             theta, center = pose_from_se2(se2_exp(post.tau_mu))
