@@ -131,6 +131,13 @@ def pose_from_se2(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return theta, c
 
 
+def se2_distance(pred: torch.Tensor, target: torch.Tensor, sigma_px: float) -> torch.Tensor:
+    """(B,) ``4 (1 - cos(dtheta)) + |da|^2 / sigma_px^2`` between group elements (B, 3, 3): the
+    rotation angle's difference and the translation columns' (pixels)."""
+    cos_d = (pred[:, :2, :2] * target[:, :2, :2]).sum((1, 2)) / 2
+    return 4 * (1 - cos_d) + ((pred[:, :2, 2] - target[:, :2, 2]) ** 2).sum(1) / sigma_px**2
+
+
 def warp_images(images: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
     """``out(p) = img(m p)`` for group elements ``m`` (B, 3, 3) acting on pixel coordinates
     (internal convention, pixels about N//2): bilinear, zeros outside. A rotation-only ``m`` of
@@ -376,8 +383,8 @@ class MCEVAE(PoseVAE):
         tau = torch.stack([u[:, 0] * (2 * math.pi), (2 * u[:, 1] - 1) * s, (2 * u[:, 2] - 1) * s], dim=1)
         return se2_exp(tau)
 
-    def invariance_loss(self, y: torch.Tensor, post: MCEPosterior, tau: torch.Tensor, classes: torch.Tensor,
-                        generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def invariance_loss(self, y: torch.Tensor, post: MCEPosterior, tau: torch.Tensor | None, classes: torch.Tensor,
+                        generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The invariance loss (eq. 8) and the pose-consistency loss, per particle (B,) each, for
         one group element M per particle and the transformed copy ``y'(p) = y(M p)``.
 
@@ -390,10 +397,10 @@ class MCEVAE(PoseVAE):
 
         Pose consistency (not in the paper): the copy's group element must be ``exp(tau(y)) M``
         (a particle read at ``u = A p`` is, transformed, read at ``u = A M p``):
-        ``4 (1 - cos(dtheta)) + |da|^2 / translation_prior_px^2`` of the rotation angle and the
-        translation column, with gradients on both sides. It makes the encoder's pose equivariant,
-        which the reconstruction alone did not teach the paper's CNN on uniformly turned
-        particles (docs/models.md).
+        :func:`se2_distance` of the two (std ``translation_sigma_px``), with gradients on both
+        sides; None when ``tau`` is None (the search's variant, which has no use for it). It makes
+        the encoder's pose equivariant, which the reconstruction alone did not teach the paper's
+        CNN on uniformly turned particles (docs/models.md).
         """
         b = y.shape[0]
         m = self.random_group_elements(b, y.device, generator)
@@ -406,11 +413,9 @@ class MCEVAE(PoseVAE):
         sigma2 = torch.exp(2 * self.log_sigma.detach().float())
         d_img = 0.5 * ((canon.float() - canon_other.float()) ** 2).flatten(1).sum(1) / sigma2
         invariance = ((post.z_mu - z_other) ** 2).sum(1) + d_img
-        target = se2_exp(tau) @ m
-        pred = se2_exp(other.tau_mu)
-        cos_d = (pred[:, :2, :2] * target[:, :2, :2]).sum((1, 2)) / 2
-        d_a = ((pred[:, :2, 2] - target[:, :2, 2]) ** 2).sum(1) / self.cfg.translation_sigma_px**2
-        return invariance, 4 * (1 - cos_d) + d_a
+        if tau is None:
+            return invariance, None
+        return invariance, se2_distance(se2_exp(other.tau_mu), se2_exp(tau) @ m, self.cfg.translation_sigma_px)
 
     def class_posterior(self, ll: torch.Tensor, z_params: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """``log pi_c + log p(y | z, c, tau) - KL(q(z | y, c) || p(z | c))`` for every class
@@ -489,16 +494,15 @@ class MCEVAE(PoseVAE):
         return cls, log_prob.clamp(max=0.0).exp(), theta, center  # float32 rounding can pass 1
 
     def pose_distillation(self, post: MCEPosterior, theta: torch.Tensor, center_px: torch.Tensor) -> torch.Tensor:
-        """(B,) the distance ``4 (1 - cos(dtheta)) + |da|^2 / translation_sigma_px^2`` between the
-        encoder's group element ``exp(tau)`` and the searched pose's (theta (B,) radians, centre
+        """(B,) the :func:`se2_distance` between the encoder's group element ``exp(tau)`` and the
+        searched pose's (theta (B,) radians, centre
         (B, 2) pixels), held fixed: the encoder learns to read the pose the search finds."""
-        pred = se2_exp(post.tau_mu)
         cos, sin = torch.cos(theta), torch.sin(theta)
-        rot = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (B, 2, 2)
-        a = -(rot @ center_px.float()[..., None])[..., 0]  # u = R (p - c): the translation column is -R c
-        cos_d = (pred[:, :2, :2] * rot).sum((1, 2)) / 2
-        d_a = ((pred[:, :2, 2] - a) ** 2).sum(1) / self.cfg.translation_sigma_px**2
-        return 4 * (1 - cos_d) + d_a
+        target = torch.zeros(theta.shape[0], 3, 3, device=theta.device)
+        target[:, 0, 0], target[:, 0, 1], target[:, 1, 0], target[:, 1, 1], target[:, 2, 2] = cos, -sin, sin, cos, 1.0
+        # u = R (p - c): the translation column is -R c
+        target[:, :2, 2] = -(target[:, :2, :2] @ center_px.float()[..., None])[..., 0]
+        return se2_distance(se2_exp(post.tau_mu), target, self.cfg.translation_sigma_px)
 
     def search_forward(self, y: torch.Tensor, ctf: torch.Tensor | None, sample: bool,
                        generator: torch.Generator | None, zero_z: bool) -> LossTerms:
@@ -547,7 +551,7 @@ class MCEVAE(PoseVAE):
             parts["class_balance"] = self.cfg.class_balance * kl_categorical(
                 torch.log(q_bar.clamp_min(1e-12)), self.prior.log_weights[None]).expand(b)
         if self.cfg.invariance_weight > 0:
-            invariance, _ = self.invariance_loss(y, post, post.tau_mu, log_qc.argmax(1), generator)
+            invariance, _ = self.invariance_loss(y, post, None, log_qc.argmax(1), generator)
             parts["invariance"] = self.cfg.invariance_weight * invariance
         if self.cfg.pose_consistency > 0:
             parts["pose_distillation"] = self.cfg.pose_consistency * self.pose_distillation(post, theta, center)
