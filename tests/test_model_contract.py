@@ -75,7 +75,7 @@ class PlainVAE(PoseVAE):
         return LossTerms(recon=recon, kl=kl, kl_parts={"kl_z": kl})
 
     @torch.no_grad()
-    def infer(self, y):
+    def infer(self, y, ctf=None):
         mean, std = self.prior.summary(self._params(y))
         b = y.shape[0]
         return Encoding(z_mean=mean, z_std=std, theta=y.new_zeros(b), center_px=y.new_zeros(b, 2), prob=None,

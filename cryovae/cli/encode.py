@@ -46,7 +46,7 @@ def command(rundir, particles, output, latents_path, device, batch_size, datadir
     refine = RefineConfig(steps=run.config.train.refine_steps if refine_steps is None else refine_steps)
     refine.validate()
     stack = read_particles(particles, datadir=datadir, apix=apix, skip_bad=skip_bad)
-    ctf = stack_ctf(stack, str(particles)) if run.config.model.ctf and refine.steps else None
+    ctf = stack_ctf(stack, str(particles)) if run.config.model.ctf else None
     latents = encode_stack(run, stack, batch_size=batch_size, refine=refine, ctf_params=ctf)
     write_particles(stack, latents, Path(output), absolute_paths=absolute_paths)
     report_skipped(stack, bad_list_path(output))

@@ -9,6 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cryovae.inference.refine import RefineConfig, refine_latents
+from cryovae.models import compute_ctf
 from cryovae.runs import Latents
 
 log = logging.getLogger(__name__)
@@ -16,7 +17,7 @@ log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def encode_images(model, images: np.ndarray, pixel_size: float, device: torch.device | str = "cpu",
-                  batch_size: int = 256, progress: bool = False) -> Latents:
+                  batch_size: int = 256, progress: bool = False, ctf_params: np.ndarray | None = None) -> Latents:
     """Deterministic encoding of preprocessed images with ``model.infer`` (the pose, z's posterior
     mean and std, the pose's probability and the model's extra outputs).
 
@@ -24,6 +25,9 @@ def encode_images(model, images: np.ndarray, pixel_size: float, device: torch.de
     ----------
     model : a :class:`cryovae.models.PoseVAE` (set to eval mode here).
     images : (n, box, box) float32 at the model's box.  pixel_size : model Å/pixel.
+    ctf_params : (n, 7) CTF parameters (:func:`cryovae.models.ctf_parameters`), or None. Used only
+        by a model trained with ``--ctf``: each particle's CTF reaches ``model.infer`` (MCE-VAE's
+        search compares the particle with CTF-modulated templates).
     """
     device = torch.device(device)
     model.eval()
@@ -31,7 +35,11 @@ def encode_images(model, images: np.ndarray, pixel_size: float, device: torch.de
     extras: dict[str, list] = {}
     for start in tqdm(range(0, len(images), batch_size), desc="encoding", leave=False, disable=not progress):
         y = torch.as_tensor(np.asarray(images[start: start + batch_size], dtype=np.float32), device=device)
-        enc = model.infer(y)
+        ctf = None
+        if model.cfg.ctf and ctf_params is not None:
+            params = torch.as_tensor(np.asarray(ctf_params[start: start + batch_size], dtype=np.float32), device=device)
+            ctf = compute_ctf(params, model.cfg.box, model.cfg.pixel_size)
+        enc = model.infer(y, ctf)
         out["z_mean"].append(enc.z_mean.float().cpu().numpy())
         out["z_std"].append(enc.z_std.float().cpu().numpy())
         out["theta"].append(enc.theta.double().cpu().numpy())
@@ -81,10 +89,10 @@ def encode_stack(run, stack, batch_size: int = 256, progress: bool = True, refin
     for idx, images in tqdm(stack.chunks(batch_size), desc="encoding", total=-(-len(stack) // batch_size),
                             disable=not progress):
         pre = run.preprocess(images)
-        lat = encode_images(run.model, pre, run.pixel_size, run.device, batch_size)
+        params = None if ctf_params is None else ctf_params[idx]
+        lat = encode_images(run.model, pre, run.pixel_size, run.device, batch_size, ctf_params=params)
         if refine is not None and refine.steps:
-            lat = refine_latents(run.model, pre, lat, refine, None if ctf_params is None else ctf_params[idx],
-                                 run.device)
+            lat = refine_latents(run.model, pre, lat, refine, params, run.device)
         parts.append(lat)
     return Latents.from_pose(
         np.concatenate([p.z_mean for p in parts]), np.concatenate([p.z_std for p in parts]),

@@ -78,9 +78,11 @@ class TrainedRun:
             ``refine_steps``; 0: the encoder's values). A model trained with ``--ctf`` refines only
             when ``ctf_params`` (n, 7) are given; without them (None steps) it returns the
             encoder's values.
+        ctf_params : (n, 7) CTF parameters of a ``--ctf`` run's particles: they also reach the
+            model's ``infer`` (MCE-VAE's search applies them to its templates).
         """
         images = self._check_images(images)
-        lat = encode_images(self.model, images, self.pixel_size, self.device, batch_size)
+        lat = encode_images(self.model, images, self.pixel_size, self.device, batch_size, ctf_params=ctf_params)
         steps = self.config.train.refine_steps if refine_steps is None else refine_steps
         if self.config.model.ctf and ctf_params is None and refine_steps is None:
             steps = 0

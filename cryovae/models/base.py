@@ -381,8 +381,13 @@ class PoseVAE(nn.Module, abc.ABC):
         """
 
     @abc.abstractmethod
-    def infer(self, y: torch.Tensor) -> Encoding:
-        """Deterministic per-particle summary of the posterior of ``y`` (B, box, box)."""
+    def infer(self, y: torch.Tensor, ctf: torch.Tensor | None = None) -> Encoding:
+        """Deterministic per-particle summary of the posterior of ``y`` (B, box, box).
+
+        ctf : (B, box, box//2+1) or None, each particle's CTF when the model was trained with
+        one; a model that reads the particle with its encoder alone ignores it, one that compares
+        it with its own renders (MCE-VAE's search) applies it to them.
+        """
 
     @property
     def attention_context_px(self) -> int:

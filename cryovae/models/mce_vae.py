@@ -600,13 +600,14 @@ class MCEVAE(PoseVAE):
         return LossTerms(recon=(q * ll).sum(1), kl=sum(parts.values()), kl_parts=parts)
 
     @torch.no_grad()
-    def infer(self, y: torch.Tensor) -> Encoding:
+    def infer(self, y: torch.Tensor, ctf: torch.Tensor | None = None) -> Encoding:
         """The pose of ``exp(tau)`` at tau's posterior mean; extras ``class`` (B,) int64 1-based,
         the most probable class of ``q(c | y)`` at those means, and ``class_prob`` (B,) its
         probability; z's posterior mean and std are those of the mixture
         ``sum_c q_c N(mu_c + m, s^2)`` (for a sure class: ``mu_c + m`` and ``s``). With
         ``pose_search`` the class, its probability and the pose are the search's
-        (:meth:`search_pose`; no CTF: ``infer`` has none)."""
+        (:meth:`search_pose`). ``ctf`` (B, box, box//2+1), when given, multiplies the templates
+        (or the renders of the paper's variant) as in training."""
         post = self.encode(y)
         z_params = (post.z_mu, post.z_logstd)
         if self.cfg.pose_search:
@@ -614,13 +615,13 @@ class MCEVAE(PoseVAE):
             step = max(1, SEARCH_CHUNK_VALUES // (self.n_classes * int(self.cfg.pose_search) * self.cfg.box**2))
             parts = []
             for s in range(0, y.shape[0], step):
-                log_q = self.search_log_posterior(y[s: s + step])
+                log_q = self.search_log_posterior(y[s: s + step], None if ctf is None else ctf[s: s + step])
                 parts.append((*self.search_pose(log_q), torch.logsumexp(log_q.flatten(2), 2).exp()))
             cls, prob, theta, center, q = (torch.cat(v) for v in zip(*parts, strict=True))
             center = center.to(post.z_mu.dtype)
         else:
             theta, center = pose_from_se2(se2_exp(post.tau_mu))
-            ll = self.class_log_likelihoods(y, post.z_mu, theta, center, None)
+            ll = self.class_log_likelihoods(y, post.z_mu, theta, center, ctf)
             q = torch.softmax(self.class_posterior(ll, z_params), 1)
             prob, cls = q.max(1)
             center = self.generator.centred_pose(theta, center)

@@ -117,7 +117,7 @@ class SpatialVAE(PoseVAE):
         return LossTerms(recon=recon, kl=sum(parts.values()), kl_parts=parts)
 
     @torch.no_grad()
-    def infer(self, y: torch.Tensor) -> Encoding:
+    def infer(self, y: torch.Tensor, ctf: torch.Tensor | None = None) -> Encoding:
         post = self.encode(y)
         center = post.center_mu if post.center_mu is not None else y.new_zeros(y.shape[0], 2)
         z_mean, z_std = self.prior.summary((post.z_mu, post.z_logstd))

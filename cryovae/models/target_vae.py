@@ -242,7 +242,7 @@ class TargetVAE(PoseVAE):
         return AttentionMap(score=score, theta=theta, z=z, center_offset=offset.contiguous())
 
     @torch.no_grad()
-    def infer(self, y: torch.Tensor) -> Encoding:
+    def infer(self, y: torch.Tensor, ctf: torch.Tensor | None = None) -> Encoding:
         """The pose (theta, centre) at the most probable (t, r) cell; z's posterior mean and std.
 
         q(z | y) is the mixture over cells sum_tr q(t, r | y) N(mu_tr, sigma_tr^2), so z_mean is

@@ -291,7 +291,7 @@ class TVAE(PoseVAE):
         return x, t.reshape(y.shape[0], self.capsule_size, self.capsules, self.capsule_size)
 
     @torch.no_grad()
-    def infer(self, y: torch.Tensor) -> Encoding:
+    def infer(self, y: torch.Tensor, ctf: torch.Tensor | None = None) -> Encoding:
         """theta from the roll of frame 0's capsules, z = the capsule magnitudes (their std over
         posterior samples), prob = how well the capsules agree on the roll (0-1), centre = where the
         template centre lands (no translation is inferred)."""

@@ -281,11 +281,12 @@ def _encode_part(model, images, ctf, run_cfg: RunConfig, device, world: World, p
     lo, hi = int(bounds[world.rank]), int(bounds[world.rank + 1])
     part = row_range(images, lo, hi)
     show = progress and world.is_main
-    latents = encode_images(model, part, run_cfg.model.pixel_size, device, progress=show)
+    part_ctf = None if ctf is None else ctf[lo:hi]
+    latents = encode_images(model, part, run_cfg.model.pixel_size, device, progress=show, ctf_params=part_ctf)
     if run_cfg.train.refine_steps:
         log.info("refining every particle's pose and z (%d steps)", run_cfg.train.refine_steps)
         latents = refine_latents(model, part, latents, RefineConfig(steps=run_cfg.train.refine_steps),
-                                 ctf_params=None if ctf is None else ctf[lo:hi], device=device, progress=show)
+                                 ctf_params=part_ctf, device=device, progress=show)
     if not world.distributed:
         return latents
     parts = world.gather(latents)
