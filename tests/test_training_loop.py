@@ -135,9 +135,9 @@ def test_z_switches_on_once_the_rotations_have_settled(tmp_path, monkeypatch):
     def rotations(model, dataset, indices, batch_size, device):
         assert len(indices) == 12  # the validation particles
         readings.append(start + np.radians(next(after_deg)))
-        return readings[-1]
+        return readings[-1], None
 
-    monkeypatch.setattr(loop, "inferred_rotations", rotations)
+    monkeypatch.setattr(loop, "inferred_poses", rotations)
     mcfg, tcfg = _cfgs(epochs=6, settle_deg=2.0, early_stop_patience=0)
     res = fit_images(_stack(48), mcfg, tcfg, tmp_path, torch.device("cpu"), progress=False)
     assert seen == {1: True, 2: True, 3: True, 4: True, 5: False, 6: False}
@@ -148,11 +148,38 @@ def test_z_switches_on_once_the_rotations_have_settled(tmp_path, monkeypatch):
     assert load_checkpoint(tmp_path / "checkpoint.pt")["z_on_epoch"] == 4
 
 
+def test_z_of_a_model_with_classes_also_waits_for_the_classes_to_settle(tmp_path, monkeypatch):
+    """With classes, z = 0 until the rotations have settled and at most SETTLE_CLASS_SHARE of the
+    validation particles changed class in the epoch; metrics.csv records the share."""
+    torch.set_num_threads(2)
+    seen = _zero_z_spy(monkeypatch)
+    theta = np.zeros(12)
+    # the rotations are settled from the start; the classes of 6, 2, 1, then 0 of 12 particles
+    # change in epochs 2-5 (1 of 12 is over 2 %): z on from epoch 6
+    flips = iter([0, 6, 2, 1, 0, 0])
+    classes = np.ones(12, dtype=np.int64)
+
+    def poses(model, dataset, indices, batch_size, device):
+        flip = next(flips)
+        classes[:flip] = 3 - classes[:flip]
+        return theta, classes.copy()
+
+    monkeypatch.setattr(loop, "inferred_poses", poses)
+    mcfg, tcfg = _cfgs("mce", epochs=6, settle_deg=2.0, early_stop_patience=0)
+    res = fit_images(_stack(48), mcfg, tcfg, tmp_path, torch.device("cpu"), progress=False)
+    assert seen == {1: True, 2: True, 3: True, 4: True, 5: True, 6: False}
+    val = [h for h in res.history if h["split"] == "val"]
+    assert [h.get("class_change") for h in val][:5] == pytest.approx([1.0, 0.5, 2 / 12, 1 / 12, 0.0])
+    assert val[5].get("class_change") is None  # not read once z is on
+    assert loop.class_change_share(np.array([1, 2, 2]), np.array([1, 2, 1])) == pytest.approx(1 / 3)
+    assert loop.class_change_share(None, None) == 0.0
+
+
 def test_z_switches_on_at_the_longest_delay_when_rotations_keep_moving(tmp_path, monkeypatch):
     torch.set_num_threads(2)
     seen = _zero_z_spy(monkeypatch)
     rng = np.random.default_rng(1)
-    monkeypatch.setattr(loop, "inferred_rotations", lambda *a: rng.uniform(-np.pi, np.pi, len(a[2])))
+    monkeypatch.setattr(loop, "inferred_poses", lambda *a: (rng.uniform(-np.pi, np.pi, len(a[2])), None))
     mcfg, tcfg = _cfgs(epochs=4, z_delay_max=2, early_stop_patience=0)
     fit_images(_stack(48), mcfg, tcfg, tmp_path, torch.device("cpu"), progress=False)
     assert seen == {1: True, 2: True, 3: False, 4: False}

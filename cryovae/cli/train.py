@@ -38,7 +38,8 @@ TRAIN_OPTIONS = (
     ("--val-fraction", "val_fraction", float, "Fraction of particles held out for validation."),
     ("--patience", "early_stop_patience", int, "Early-stopping patience (0: never)."),
     ("--z-delay", "z_delay_epochs", int,
-     "Epochs with z = 0  [default: until the rotations settle (median change <= 2 degrees), at most 10]."),
+     "Epochs with z = 0  [default: until the rotations settle (median change <= 2 degrees) and, for "
+     "MCE-VAE, the classes (<= 2% change), at most 10]."),
     ("--free-nats", "free_nats", float,
      "Free bits of z, nats per dimension (0: the plain ELBO)  [default: target 1, others 0]."),
     ("--refine-steps", "refine_steps", int,

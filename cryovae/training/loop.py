@@ -32,6 +32,7 @@ from cryovae.device import CPU_BATCH
 from cryovae.distributed import World
 from cryovae.errors import CryovaeError, DamagedFileError, NonFiniteError
 from cryovae.models import (
+    CLASS_EXTRA,
     CTF_COLUMNS,
     ModelConfig,
     PoseVAE,
@@ -239,15 +240,27 @@ def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, 
 
 
 @torch.no_grad()
-def inferred_rotations(model: PoseVAE, dataset: ParticleDataset, indices: np.ndarray, batch_size: int,
-                       device: torch.device) -> np.ndarray:
-    """(n,) the model's rotation (``infer``'s theta, radians) of the particles ``indices``."""
+def inferred_poses(model: PoseVAE, dataset: ParticleDataset, indices: np.ndarray, batch_size: int,
+                   device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
+    """The model's reading of the particles ``indices``: (n,) rotations (``infer``'s theta,
+    radians) and (n,) classes (its ``class`` extra), None for a model without classes."""
     model.eval()
-    out = []
+    theta, classes = [], []
     for start in range(0, len(indices), batch_size):
         images, _ = dataset[indices[start: start + batch_size]]
-        out.append(model.infer(images.to(device)).theta.float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+        enc = model.infer(images.to(device))
+        theta.append(enc.theta.float().cpu().numpy())
+        if CLASS_EXTRA in enc.extras:
+            classes.append(enc.extras[CLASS_EXTRA].cpu().numpy())
+    return (np.concatenate(theta) if theta else np.zeros(0, dtype=np.float32),
+            np.concatenate(classes) if classes else None)
+
+
+def class_change_share(before: np.ndarray | None, after: np.ndarray | None) -> float:
+    """Share (0-1) of the particles whose class differs between two readings; 0 without classes."""
+    if before is None or after is None or not len(after):
+        return 0.0
+    return float(np.mean(before != after))
 
 
 def rotation_change_deg(before: np.ndarray, after: np.ndarray) -> float:
@@ -257,6 +270,9 @@ def rotation_change_deg(before: np.ndarray, after: np.ndarray) -> float:
 
 #: particles whose rotations decide when z switches on when there is no validation set
 SETTLE_PARTICLES = 512
+#: for a model with classes, z also waits until at most this share of those particles changes class
+#: in an epoch (else z, switched on first, learns the difference of two classes as one's variation)
+SETTLE_CLASS_SHARE = 0.02
 
 
 def _first_bad(values: torch.Tensor) -> int | None:
@@ -351,7 +367,7 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
     history: list[dict] = []
     start_epoch, best_elbo, best_epoch, bad_epochs = 0, -float("inf"), -1, 0
     # z is fed from epoch z_on (0-based; None: not yet, the rotations have not settled)
-    z_on, settle_theta = cfg.z_delay_epochs, None
+    z_on, settle_theta, settle_classes = cfg.z_delay_epochs, None, None
     ckpt_path, best_path = run.checkpoint, run.best
 
     def save_checkpoint(epoch: int) -> None:
@@ -364,6 +380,7 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
                       "val": torch.as_tensor(val_idx, dtype=torch.int64)},
             "rng": {"torch": torch.get_rng_state()}, "world_size": world.size,
             "z_on_epoch": z_on, "settle_theta": None if settle_theta is None else torch.as_tensor(settle_theta),
+            "settle_classes": None if settle_classes is None else torch.as_tensor(settle_classes),
         })
 
     if resume:
@@ -383,6 +400,8 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
             z_on = None if z_on is None else int(z_on)
             if ck.get("settle_theta") is not None:
                 settle_theta = ck["settle_theta"].cpu().numpy()
+            if ck.get("settle_classes") is not None:
+                settle_classes = ck["settle_classes"].cpu().numpy()
             torch.set_rng_state(ck["rng"]["torch"].cpu())
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
             raise DamagedFileError(f"{ckpt_path}: damaged checkpoint ({type(exc).__name__} in its optimizer, "
@@ -419,17 +438,21 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
             va = run_epoch(model, dataset, val_sampler, cfg, device, epoch, None, False, world=world,
                            workers=workers, zero_z=zero_z)
             rows.append({"epoch": epoch + 1, "split": "val", **va, "lr": lr})
-        if z_on is None:  # the z-delay lasts until the rotations have settled
-            theta = inferred_rotations(model, dataset, settle_idx, cfg.batch_size, device)
+        if z_on is None:  # the z-delay lasts until the rotations (and classes) have settled
+            theta, classes = inferred_poses(model, dataset, settle_idx, cfg.batch_size, device)
             change = float("nan") if settle_theta is None else rotation_change_deg(settle_theta, theta)
-            settle_theta = theta
+            moved = 1.0 if settle_theta is None else class_change_share(settle_classes, classes)
+            settle_theta, settle_classes = theta, classes
             for r in rows:
                 r["rotation_change_deg"] = change
-            if (epoch + 1 >= 2 and change <= cfg.settle_deg) or epoch + 1 >= cfg.z_delay_max:
-                z_on, settle_theta = epoch + 1, None
-                log.info("z on from epoch %d: the rotations moved by a median of %.2f degrees in epoch %d%s",
-                         z_on + 1, change, epoch + 1,
-                         "" if change <= cfg.settle_deg else f" (the longest z-delay, {cfg.z_delay_max} epochs)")
+                if classes is not None:
+                    r["class_change"] = moved
+            settled = change <= cfg.settle_deg and moved <= SETTLE_CLASS_SHARE
+            if (epoch + 1 >= 2 and settled) or epoch + 1 >= cfg.z_delay_max:
+                z_on, settle_theta, settle_classes = epoch + 1, None, None
+                log.info("z on from epoch %d: the rotations moved by a median of %.2f degrees%s in epoch %d%s",
+                         z_on + 1, change, "" if classes is None else f" and {moved:.1%} of the particles changed class",
+                         epoch + 1, "" if settled else f" (the longest z-delay, {cfg.z_delay_max} epochs)")
         monitor = rows[-1]["elbo"]
         if not (math.isfinite(monitor) and weights_finite(model)):
             what = "the weights" if not weights_finite(model) else f"the {rows[-1]['split']} ELBO"
