@@ -183,3 +183,23 @@ def test_encoding_a_ctf_run_searches_with_each_particles_ctf():
     # without the CTF the same particles are read with less certainty: the CTF did reach the search
     blind = encode_images(model, y.numpy(), 4.0)
     assert lat.extras["class_prob"].mean() > blind.extras["class_prob"].mean()
+
+
+def test_the_z_delay_reads_a_ctf_runs_classes_with_each_particles_ctf():
+    # the settling rule's reading of the classes and rotations is the one infer gives with the CTF
+    from cryovae.data import ParticleDataset
+    from cryovae.training.loop import inferred_poses
+
+    model = _model(ctf=True, pixel_size=4.0)
+    gen = torch.Generator().manual_seed(3)
+    y = torch.randn(6, 24, 24, generator=gen)
+    params = torch.tensor([[15000.0, 14000.0, 30.0, 300.0, 2.7, 0.1, 0.0]]).repeat(6, 1)
+    params[:, 0] = 10000.0 + 20000.0 * torch.rand(6, generator=gen)
+    theta, classes = inferred_poses(model, ParticleDataset(y.numpy(), params.numpy()), np.arange(6), 4,
+                                    torch.device("cpu"))
+    with torch.no_grad():
+        with_ctf = model.infer(y, compute_ctf(params, 24, 4.0))
+        blind = model.infer(y)
+    np.testing.assert_allclose(theta, with_ctf.theta.numpy(), atol=1e-6)
+    assert classes.tolist() == with_ctf.extras["class"].tolist()
+    assert not np.allclose(theta, blind.theta.numpy(), atol=1e-3)  # the CTF changes the reading

@@ -243,12 +243,13 @@ def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, 
 def inferred_poses(model: PoseVAE, dataset: ParticleDataset, indices: np.ndarray, batch_size: int,
                    device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
     """The model's reading of the particles ``indices``: (n,) rotations (``infer``'s theta,
-    radians) and (n,) classes (its ``class`` extra), None for a model without classes."""
+    radians) and (n,) classes (its ``class`` extra), None for a model without classes; with
+    each particle's CTF for a ``--ctf`` model, as the written results are inferred."""
     model.eval()
     theta, classes = [], []
     for start in range(0, len(indices), batch_size):
-        images, _ = dataset[indices[start: start + batch_size]]
-        enc = model.infer(images.to(device))
+        images, ctf_params = dataset[indices[start: start + batch_size]]
+        enc = model.infer(images.to(device), _batch_ctf(ctf_params, model.cfg, device))
         theta.append(enc.theta.float().cpu().numpy())
         if CLASS_EXTRA in enc.extras:
             classes.append(enc.extras[CLASS_EXTRA].cpu().numpy())
