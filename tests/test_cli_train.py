@@ -75,8 +75,10 @@ def test_train_writes_the_run_directory_and_resume_continues(tmp_path, star):
     np.testing.assert_allclose(enc["rlnAnglePsi"].to_numpy(float), lat["psi_deg"], atol=1e-3)
     np.testing.assert_allclose(enc["cryovaeZ1"].to_numpy(float), lat["z_mean"][:, 0], atol=1e-4)
 
-    # --refine-steps 0: the encoder's own values, which train's refinement had moved
-    r = CliRunner().invoke(cli, ["encode", str(run), str(star), "-o", str(tmp_path / "raw.star"), "--refine-steps", "0"])
+    # --refine-steps 0 --no-posterior-grid: the encoder's own values, which train's refinement and
+    # posterior grid had moved
+    r = CliRunner().invoke(cli, ["encode", str(run), str(star), "-o", str(tmp_path / "raw.star"), "--refine-steps", "0",
+                                 "--no-posterior-grid"])
     assert r.exit_code == 0, r.output
     raw = _particles(tmp_path / "raw.star")
     assert np.abs(raw["cryovaeZ1"].to_numpy(float) - lat["z_mean"][:, 0]).max() > 1e-3

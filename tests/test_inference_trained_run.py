@@ -10,7 +10,14 @@ import torch
 from test_models_synthetic import blob_particles
 
 from cryovae.errors import CryovaeError, InputFileError
-from cryovae.inference import Latents, RefineConfig, TrainedRun, encode_images, refine_latents
+from cryovae.inference import (
+    Latents,
+    RefineConfig,
+    TrainedRun,
+    encode_images,
+    improve_latents,
+    posterior_grid_for,
+)
 from cryovae.models import ModelConfig
 from cryovae.runs import RunConfig, TrainConfig, write_run_config
 from cryovae.training import fit_images
@@ -30,7 +37,8 @@ def rundir(tmp_path_factory):
     write_run_config(d, RunConfig(model=mcfg, train=tcfg, preprocess={"box": BOX}), "cryovae train test")
     res = fit_images(imgs, mcfg, tcfg, d, torch.device("cpu"), progress=False)
     lat = encode_images(res.model, imgs, mcfg.pixel_size)  # what cryovae train writes:
-    lat = refine_latents(res.model, imgs, lat, RefineConfig(steps=tcfg.refine_steps))  # refined
+    lat = improve_latents(res.model, imgs, lat, RefineConfig(steps=tcfg.refine_steps),  # refined, then
+                          posterior_grid_for(res.model, tcfg.posterior_grid))  # the posterior means
     lat.save(d / "latents.npz")
     np.save(d / "imgs_for_test.npy", imgs)
     return d
@@ -41,12 +49,14 @@ def test_load_rebuilds_the_trained_model_from_config_alone(rundir):
     assert (run.box, run.pixel_size, run.zdim) == (BOX, 3.5, 2)
     assert run.config.model.group == "p4" and run.config.train.epochs == 1
     imgs = np.load(rundir / "imgs_for_test.npy")
-    lat = run.encode(imgs)  # refined with the run's own refine_steps, as saved
+    lat = run.encode(imgs)  # refined with the run's own refine_steps and posterior grid, as saved
     saved = run.latents()
     np.testing.assert_allclose(lat.z_mean, saved.z_mean, atol=1e-5)
     np.testing.assert_allclose(lat.theta, saved.theta, atol=1e-5)
-    raw = run.encode(imgs, refine_steps=0)
+    raw = run.encode(imgs, refine_steps=0, posterior_grid=False)
     assert np.abs(raw.z_mean - saved.z_mean).max() > 1e-3  # (so the refinement did run)
+    refined = run.encode(imgs, posterior_grid=False)
+    assert np.abs(refined.z_mean - saved.z_mean).max() > 1e-3  # (and the grid)
     assert saved.prob is not None and saved.prob.shape == (48,)
 
 

@@ -26,9 +26,11 @@ from cryovae.cli.options import particle_reading_options
 @click.option("--weights", type=click.Choice(["best", "last"]), default="best", show_default=True)
 @click.option("--refine-steps", type=int, default=None,
               help="Steps of per-particle pose and z refinement (0: the encoder's) [the run's, 20].")
+@click.option("--posterior-grid/--no-posterior-grid", default=None,
+              help="Then z, psi and origins as posterior means over a grid of z x rotation x shift [the run's].")
 @click.option("--absolute-paths", is_flag=True, help="Write absolute stack paths in rlnImageName.")
 def command(rundir, particles, output, latents_path, device, batch_size, datadir, apix, skip_bad, weights,
-            refine_steps, absolute_paths) -> None:
+            refine_steps, posterior_grid, absolute_paths) -> None:
     """Encode PARTICLES with the model in RUNDIR (preprocessed to the run's box and pixel size)."""
     from cryovae.inference import (
         RefineConfig,
@@ -47,7 +49,8 @@ def command(rundir, particles, output, latents_path, device, batch_size, datadir
     refine.validate()
     stack = read_particles(particles, datadir=datadir, apix=apix, skip_bad=skip_bad)
     ctf = stack_ctf(stack, str(particles)) if run.config.model.ctf else None
-    latents = encode_stack(run, stack, batch_size=batch_size, refine=refine, ctf_params=ctf)
+    grid = run.config.train.posterior_grid if posterior_grid is None else posterior_grid
+    latents = encode_stack(run, stack, batch_size=batch_size, refine=refine, ctf_params=ctf, posterior_grid=grid)
     write_particles(stack, latents, Path(output), absolute_paths=absolute_paths)
     report_skipped(stack, bad_list_path(output))
     if latents_path:

@@ -155,6 +155,9 @@ def build_command() -> click.Command:
     func = _grouped(
         TRAINING, *(train_option(*spec) for spec in TRAIN_OPTIONS),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--posterior-grid/--no-posterior-grid", default=None,
+                     help="After refinement, z, psi and origins as posterior means over a grid of z x "
+                          "rotation x shift  [on; TARGET-VAE and spatial-VAE with zdim 1 or 2]."),
         click.option("--rotate-encoder/--no-rotate-encoder", default=None,
                      help="Random rotation augmentation of the encoder input  [on for spatial]."),
         click.option("--workers", type=int, default=0, show_default=True,
@@ -235,6 +238,8 @@ def _train(ctx: click.Context, p: dict) -> None:
     if p["refine_steps"] is None and cls.refine_steps_default is not None:
         train["refine_steps"] = cls.refine_steps_default
     rotate = cls.rotate_encoder_default if p["rotate_encoder"] is None else p["rotate_encoder"]
+    if p["posterior_grid"] is not None:
+        train["posterior_grid"] = p["posterior_grid"]
     train_cfg = TrainConfig(**train, rotate_encoder=rotate)
     train_run(particles, outdir, model_cfg, train_cfg, preprocess={"invert": p["invert"]}, device=p["device"],
               datadir=p["datadir"], apix=p["apix"], skip_bad=p["skip_bad"], command_line=command_line,

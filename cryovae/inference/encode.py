@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cryovae.inference.posterior import PosteriorGrid, PosteriorGridConfig, searchable
 from cryovae.inference.refine import RefineConfig, refine_latents
 from cryovae.models import compute_ctf
 from cryovae.runs import Latents
@@ -53,6 +54,33 @@ def encode_images(model, images: np.ndarray, pixel_size: float, device: torch.de
                              prob=cat["prob"], extras={k: np.concatenate(v) for k, v in extras.items()})
 
 
+def posterior_grid_for(model, enabled: bool, device: torch.device | str = "cpu") -> PosteriorGrid | None:
+    """The posterior grid of ``model`` (its templates rendered now), or None when ``enabled`` is
+    false or the model is not searchable (:func:`cryovae.inference.posterior.searchable`)."""
+    if not enabled:
+        return None
+    if not searchable(model):
+        log.info("no posterior grid for %s with zdim %d: z and pose are the refinement's", model.title, model.zdim)
+        return None
+    grid = PosteriorGrid(model, PosteriorGridConfig(), device)
+    log.info("posterior means of z and pose over %d z values x %d rotations x %d shifts per particle",
+             len(grid.z), len(grid.theta), len(grid.offsets))
+    return grid
+
+
+def improve_latents(model, images: np.ndarray, latents: Latents, refine: RefineConfig | None,
+                    grid: PosteriorGrid | None, ctf_params: np.ndarray | None = None,
+                    device: torch.device | str = "cpu", progress: bool = False) -> Latents:
+    """What follows the encoder: the refinement (:func:`cryovae.inference.refine_latents`, when
+    ``refine`` has steps), then the posterior means over ``grid`` (when not None).
+    ``images`` (n, box, box) preprocessed; ``ctf_params`` (n, 7) for a ``--ctf`` model."""
+    if refine is not None and refine.steps:
+        latents = refine_latents(model, images, latents, refine, ctf_params, device, progress=progress)
+    if grid is not None:
+        latents = grid.apply(images, latents, ctf_params, progress=progress)
+    return latents
+
+
 def encoded_pixel_sizes(run, stack) -> np.ndarray:
     """(n,) Å per model pixel of ``stack``'s particles once preprocessed to the run's box:
     each particle's pixel size x ``stack.box / run.box`` (optics groups may differ). The run's
@@ -75,25 +103,25 @@ def encoded_pixel_sizes(run, stack) -> np.ndarray:
 
 
 def encode_stack(run, stack, batch_size: int = 256, progress: bool = True, refine: RefineConfig | None = None,
-                 ctf_params: np.ndarray | None = None) -> Latents:
+                 ctf_params: np.ndarray | None = None, posterior_grid: bool = False) -> Latents:
     """Read ``stack`` (a :class:`cryovae.io.ParticleStack`) in chunks, preprocess each chunk with
     the run's own preprocessing and encode it with ``run``'s model; then, with ``refine``, refine
     each chunk's pose and z (:func:`cryovae.inference.refine_latents`; ``ctf_params`` (n, 7) are
-    needed when the model applies a CTF).
+    needed when the model applies a CTF) and, with ``posterior_grid``, replace them by the
+    posterior means over the grid (:mod:`cryovae.inference.posterior`; rendered once).
 
     Origins in Å use the pixel size of the images encoded (:func:`encoded_pixel_sizes`), not
     the run's: ``origin_A = -center_px * pixel size x stack box / model box``, per particle.
     """
     apix = encoded_pixel_sizes(run, stack)
+    grid = posterior_grid_for(run.model, posterior_grid, run.device)
     parts = []
     for idx, images in tqdm(stack.chunks(batch_size), desc="encoding", total=-(-len(stack) // batch_size),
                             disable=not progress):
         pre = run.preprocess(images)
         params = None if ctf_params is None else ctf_params[idx]
         lat = encode_images(run.model, pre, run.pixel_size, run.device, batch_size, ctf_params=params)
-        if refine is not None and refine.steps:
-            lat = refine_latents(run.model, pre, lat, refine, params, run.device)
-        parts.append(lat)
+        parts.append(improve_latents(run.model, pre, lat, refine, grid, params, run.device))
     return Latents.from_pose(
         np.concatenate([p.z_mean for p in parts]), np.concatenate([p.z_std for p in parts]),
         np.concatenate([p.theta for p in parts]), np.concatenate([p.center_px for p in parts]),

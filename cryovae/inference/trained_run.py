@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +10,9 @@ import torch
 
 from cryovae.device import resolve_device
 from cryovae.errors import CryovaeError
-from cryovae.inference.encode import encode_images
-from cryovae.inference.refine import RefineConfig, refine_latents
+from cryovae.inference.encode import encode_images, improve_latents, posterior_grid_for
+from cryovae.inference.posterior import PosteriorGrid
+from cryovae.inference.refine import RefineConfig
 from cryovae.models import PoseVAE
 from cryovae.runs import Latents, RunConfig, RunDir
 
@@ -29,6 +30,14 @@ class TrainedRun:
     config: RunConfig
     model: PoseVAE
     device: torch.device
+    _grids: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def posterior_grid(self) -> PosteriorGrid | None:
+        """The model's posterior grid (:func:`cryovae.inference.posterior_grid_for`), rendered on
+        the first call and kept (None for a model it does not apply to)."""
+        if "grid" not in self._grids:
+            self._grids["grid"] = posterior_grid_for(self.model, True, self.device)
+        return self._grids["grid"]
 
     @property
     def run(self) -> RunDir:
@@ -71,7 +80,7 @@ class TrainedRun:
         return preprocess_images(images, PreprocessConfig(**self.config.preprocess)).astype(np.float32)
 
     def encode(self, images: np.ndarray, batch_size: int = 256, refine_steps: int | None = None,
-               ctf_params: np.ndarray | None = None) -> Latents:
+               ctf_params: np.ndarray | None = None, posterior_grid: bool | None = None) -> Latents:
         """Latents of preprocessed images (n, box, box), as ``cryovae train`` wrote them.
 
         refine_steps : steps of :func:`cryovae.inference.refine_latents` (None: the run's own
@@ -80,14 +89,19 @@ class TrainedRun:
             encoder's values.
         ctf_params : (n, 7) CTF parameters of a ``--ctf`` run's particles: they also reach the
             model's ``infer`` (MCE-VAE's search applies them to its templates).
+        posterior_grid : then the posterior means over the grid (:mod:`cryovae.inference.posterior`);
+            None: the run's ``posterior_grid`` (like refinement, only with ``ctf_params`` for a
+            ``--ctf`` run when None).
         """
         images = self._check_images(images)
         lat = encode_images(self.model, images, self.pixel_size, self.device, batch_size, ctf_params=ctf_params)
         steps = self.config.train.refine_steps if refine_steps is None else refine_steps
-        if self.config.model.ctf and ctf_params is None and refine_steps is None:
-            steps = 0
-        return refine_latents(self.model, images, lat, RefineConfig(steps=steps, batch_size=batch_size),
-                              ctf_params=ctf_params, device=self.device)
+        grid = self.config.train.posterior_grid if posterior_grid is None else posterior_grid
+        if self.config.model.ctf and ctf_params is None:
+            steps = 0 if refine_steps is None else steps
+            grid = False if posterior_grid is None else grid
+        return improve_latents(self.model, images, lat, RefineConfig(steps=steps, batch_size=batch_size),
+                               self.posterior_grid() if grid else None, ctf_params, self.device)
 
     @torch.no_grad()
     def decode(self, z: np.ndarray, theta: np.ndarray | None = None, center_px: np.ndarray | None = None,

@@ -276,6 +276,10 @@ class PoseVAE(nn.Module, abc.ABC):
     refine_steps_default: ClassVar[int | None] = None
     #: free bits of z (nats per dimension) when ``--free-nats`` is not given (0: the plain ELBO)
     free_nats_default: ClassVar[float] = 0.0
+    #: the generator reads z alone (no class code, no capsules): after training, each particle's z
+    #: and pose can be the posterior means over a grid of z values and poses
+    #: (:mod:`cryovae.inference.posterior`)
+    posterior_grid: ClassVar[bool] = False
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()

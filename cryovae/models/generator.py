@@ -156,19 +156,23 @@ class SpatialGenerator(nn.Module):
         out = self._render(codes, theta, center_px, pixels)[:, 0]
         return out[..., 0], (out[..., 1] if self.pixel_noise else None)
 
-    def render_codes(self, codes: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor
-                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def render_codes(self, codes: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor,
+                     pixels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Render K latent codes per pose, sharing the pose's coordinate features (a class model
-        renders every class at a particle's pose this way).
+        renders every class at a particle's pose this way; the posterior grid renders its z values
+        at each rotation).
 
         codes : (B, K, zdim).  theta : (B,) radians.  center_px : (B, 2) pixels.
+        pixels : (P,) int64 row-major pixel indices to render (None: every pixel).
 
         Returns
         -------
-        mean : (B, K, box, box).  log_sigma : (B, K, box, box) or None (global noise).
+        mean : (B, K, box, box), or (B, K, P) with ``pixels``.  log_sigma : the same shape, or
+        None (global noise).
         """
         b, k = codes.shape[:2]
-        out = self._render(codes, theta, center_px, None).reshape(b, k, self.box, self.box, -1)
+        shape = (b, k, self.box, self.box) if pixels is None else (b, k, len(pixels))
+        out = self._render(codes, theta, center_px, pixels).reshape(*shape, -1)
         if self.pixel_noise:
             return out[..., 0], out[..., 1]
         return out[..., 0], None

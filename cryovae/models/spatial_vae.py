@@ -66,6 +66,7 @@ class SpatialVAE(PoseVAE):
     title = "spatial-VAE"
     config_class = SpatialConfig
     rotate_encoder_default = True
+    posterior_grid = True
 
     def __init__(self, cfg: SpatialConfig) -> None:
         super().__init__(cfg)

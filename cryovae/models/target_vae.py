@@ -127,6 +127,7 @@ class TargetVAE(PoseVAE):
     #: at SNR 0.1 the plain ELBO let z collapse onto the prior (KL of z 0.02 nats, |corr(z,
     #: conformation)| 0.28 on the 4,000-particle hinge, docs/quality); 1 nat of free bits keeps it
     free_nats_default = 1.0
+    posterior_grid = True
 
     def __init__(self, cfg: TargetConfig) -> None:
         super().__init__(cfg)

@@ -37,6 +37,9 @@ class TrainConfig:
     sigma_lr_scale : learning-rate multiplier of the global noise log sigma.
     refine_steps : after training, Adam steps of the per-particle refinement of pose and z on the
         trained generator (:mod:`cryovae.inference.refine`; 0 = the encoder's values).
+    posterior_grid : then report each particle's z, rotation and centre as posterior means over
+        a grid of z values x rotations x sub-pixel shifts (:mod:`cryovae.inference.posterior`;
+        models with ``posterior_grid`` and 1 or 2 z dimensions; others keep the refined point).
     """
 
     epochs: int = 20
@@ -55,6 +58,7 @@ class TrainConfig:
     amp: bool = True
     sigma_lr_scale: float = 100.0
     refine_steps: int = 10
+    posterior_grid: bool = True
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -62,7 +66,9 @@ class TrainConfig:
         unknown = set(d) - names
         if unknown:
             raise CryovaeError(f"train config has unknown keys: {', '.join(sorted(unknown))}")
-        return cls(**d)
+        # a run written before the posterior grid existed reported the refined point: encoding it
+        # again gives what it wrote
+        return cls(**{"posterior_grid": False, **d})
 
     def validate(self) -> None:
         if self.epochs < 1:

@@ -23,8 +23,9 @@ from cryovae.errors import CryovaeError, DamagedFileError, RunInterrupted, Termi
 from cryovae.inference import (
     RefineConfig,
     encode_images,
+    improve_latents,
+    posterior_grid_for,
     recenter_template,
-    refine_latents,
     stack_ctf,
     store_template_center,
     write_cs,
@@ -285,8 +286,9 @@ def _encode_part(model, images, ctf, run_cfg: RunConfig, device, world: World, p
     latents = encode_images(model, part, run_cfg.model.pixel_size, device, progress=show, ctf_params=part_ctf)
     if run_cfg.train.refine_steps:
         log.info("refining every particle's pose and z (%d steps)", run_cfg.train.refine_steps)
-        latents = refine_latents(model, part, latents, RefineConfig(steps=run_cfg.train.refine_steps),
-                                 ctf_params=part_ctf, device=device, progress=show)
+    grid = posterior_grid_for(model, run_cfg.train.posterior_grid, device)
+    latents = improve_latents(model, part, latents, RefineConfig(steps=run_cfg.train.refine_steps), grid,
+                              ctf_params=part_ctf, device=device, progress=show)
     if not world.distributed:
         return latents
     parts = world.gather(latents)
