@@ -269,7 +269,7 @@ def _interrupt_at(monkeypatch, target, after_calls=0):
 @pytest.mark.parametrize("phase,target,after,epoch", [
     ("training", "cryovae.training.loop.run_epoch", 0, 0),       # first epoch: the epoch-0 checkpoint
     ("training", "cryovae.training.loop.run_epoch", 2, 1),       # second epoch (train + val ran once)
-    ("refining", "cryovae.workflows.train.refine_latents", 0, 2),
+    ("refining", "cryovae.inference.encode.refine_latents", 0, 2),
     ("writing", "cryovae.workflows.train.write_star", 0, 2),        # after latents.npz was written
 ])
 def test_ctrl_c_in_any_phase_exits_130_keeps_a_checkpoint_and_writes_no_results(
