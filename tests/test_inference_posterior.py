@@ -116,7 +116,7 @@ def test_the_posterior_mean_has_a_smaller_squared_error_than_the_peak_in_heavy_n
     zm, _, _ = grid.means(y, center)
     mse_mean, mse_peak = float(((zm - z) ** 2).mean()), float(((peak - z) ** 2).mean())
     assert mse_mean < 0.85 * mse_peak
-    assert mse_mean < 0.9  # and z is still learned something about (the prior alone gives 1)
+    assert mse_mean < 0.9  # and the particles still say something about z (the prior alone gives 1)
 
 
 def test_two_z_dimensions_and_the_latents_it_writes():

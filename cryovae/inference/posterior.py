@@ -28,8 +28,8 @@ puts all its weight on one of them; with 41 points over +-4 the rounding (at mos
 units) is small beside the spread of z.
 
 Only models that declare ``posterior_grid`` (a generator read by z alone: TARGET-VAE,
-spatial-VAE) and have 1 or 2 z dimensions are searched (and not per-pixel noise with a CTF); for the others the refinement's point
-stays.
+spatial-VAE) and have 1 or 2 z dimensions are searched (and not per-pixel noise with a CTF); for
+the others the refinement's point stays.
 """
 
 from __future__ import annotations
@@ -144,19 +144,19 @@ class PosteriorGrid:
                 ls = log_sigma.reshape(len(th) * len(self.z), -1).float()
                 inv_var.append(torch.exp(-2 * ls))
                 log_sig.append(ls.sum(1))
-        self.templates = torch.cat(means)  # (T, P)
+        templates = torch.cat(means)  # (T, P); only its weighted copy is kept
         if inv_var:
             w = torch.cat(inv_var)
             self.inv_var = w  # (T, P): 1 / sigma_p^2
-            self.weighted = self.templates * w
-            self.const = -0.5 * (self.templates**2 * w).sum(1) - torch.cat(log_sig)  # (T,)
+            self.weighted = templates * w
+            self.const = -0.5 * (templates**2 * w).sum(1) - torch.cat(log_sig)  # (T,)
         else:
             self.inv_var = None
             sigma2 = torch.exp(2 * model.log_sigma.detach().float())
-            self.weighted = self.templates / sigma2
-            self.const = -0.5 * (self.templates**2).sum(1) / sigma2
+            self.weighted = templates / sigma2
+            self.const = -0.5 * (templates**2).sum(1) / sigma2
         if model.cfg.ctf:
-            spec = torch.fft.rfft2(self.templates.reshape(-1, n, n))
+            spec = torch.fft.rfft2(templates.reshape(-1, n, n))
             weight = torch.full((n // 2 + 1,), 2.0, device=self.device)
             weight[0] = 1.0
             if n % 2 == 0:
