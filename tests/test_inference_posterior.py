@@ -120,7 +120,7 @@ def test_the_posterior_mean_has_a_smaller_squared_error_than_the_peak_in_heavy_n
 
 
 def test_two_z_dimensions_and_the_latents_it_writes():
-    """zdim 2 searches the product grid: particles made at its points (z, rotation; at the box
+    """zdim 2 searches the product grid: particles made at its inner points (z, rotation; at the box
     centre, where the random generator's cut at the mask does not move) at low noise are found
     exactly; psi/origin follow the new pose; z_std, prob and the extras stay the
     encoder's."""
@@ -128,7 +128,8 @@ def test_two_z_dimensions_and_the_latents_it_writes():
     cfg = PosteriorGridConfig(rotations=60)
     grid = PosteriorGrid(model, cfg)
     g = torch.Generator().manual_seed(4)
-    pick_z = torch.randint(0, len(grid.z), (6,), generator=g)
+    inner = torch.nonzero(grid.z_edge == 0)[:, 0]  # a point on the edge is kept (see the next test)
+    pick_z = inner[torch.randint(0, len(inner), (6,), generator=g)]
     pick_r = torch.randint(0, cfg.rotations, (6,), generator=g)
     z, theta = grid.z[pick_z], grid.theta[pick_r]
     center = torch.zeros(6, 2)
@@ -161,3 +162,25 @@ def test_which_models_are_searched():
     with pytest.raises(CryovaeError, match="CTF parameters"):
         PosteriorGrid(_model(ctf=True), PosteriorGridConfig(rotations=4, z_points=3)).apply(
             np.zeros((2, BOX, BOX), np.float32), lat)
+
+
+def test_a_particle_whose_z_lies_beyond_the_grid_keeps_its_refined_values(caplog):
+    """Particles made at z = 6, beyond the grid's +-4: the grid can only say "at the edge", so
+    they keep the values they came with (and the count is logged); those at z = 0.5 are moved
+    to the grid's means."""
+    model = _model(noise_sigma=0.005)
+    grid = PosteriorGrid(model, PosteriorGridConfig(rotations=36, shift_points=1))
+    z = torch.tensor([[6.0], [6.0], [-6.0], [0.5], [0.5], [0.5]])
+    theta = torch.linspace(-2.0, 2.0, 6)
+    center = torch.zeros(6, 2)
+    with torch.no_grad():
+        y = model.decode(z, theta, center)[0] + 0.005 * torch.randn(6, BOX, BOX, generator=torch.Generator().manual_seed(2))
+    came = Latents.from_pose(np.full((6, 1), 1.0, np.float32), np.full((6, 1), 0.3), np.zeros(6), center.numpy(),
+                             model.cfg.pixel_size)
+    with caplog.at_level("WARNING", logger="cryovae.inference.posterior"):
+        out = grid.apply(y.numpy(), came)
+    np.testing.assert_array_equal(out.z_mean[:3], came.z_mean[:3])
+    np.testing.assert_array_equal(out.theta[:3], came.theta[:3])
+    np.testing.assert_allclose(out.z_mean[3:], 0.5, atol=0.11)  # a grid step is 0.2
+    np.testing.assert_allclose(np.angle(np.exp(1j * (out.theta[3:] - theta[3:].numpy()))), 0, atol=math.radians(5))
+    assert "3 of 6 particles" in caplog.text

@@ -92,6 +92,13 @@ def test_target_kl_is_supplement_a1_computed_cell_by_cell():
                                          Normal(torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64))).sum()
                     ref += qc * (kl_th + kl_z)
         assert abs(float(total[i]) - float(ref)) < 1e-3 * max(1.0, abs(float(ref)))
+    # the KL of z split over its dimensions: sum_{t,r} q(t,r) KL(q(z_d | t,r) || N(0, 1)), each d
+    parts_again, dims = model.kl_with_dims(post)
+    q = torch.softmax(post.logits.flatten(1).double(), 1).reshape(b, 1, n, h, w)
+    ref_dims = (q * kl_divergence(Normal(post.z_mu.double(), post.z_logstd.double().exp()),
+                                  Normal(0.0, 1.0))).flatten(2).sum(2)
+    torch.testing.assert_close(dims.double(), ref_dims, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(dims.sum(1), parts_again["kl_z"])
 
 
 def test_gumbel_softmax_samples_follow_q_and_pass_gradients():
@@ -127,6 +134,25 @@ def test_free_bits_count_the_batch_kl_of_z_as_at_least_the_free_nats():
     torch.testing.assert_close(kz.grad, torch.full((2,), -1.0))
     no_z = LossTerms(recon=torch.zeros(2), kl=other, kl_parts={"kl_tr": other})
     assert torch.equal(no_z.objective(5.0), no_z.elbo)
+
+
+def test_free_bits_per_dimension_keep_one_dimension_from_taking_the_others_share():
+    """With kl_z_dims, each dimension's batch-mean KL counts as at least free_nats / zdim: a
+    dimension below its share costs nothing, one above pays the ELBO's own price even when the
+    total is below free_nats (counted over the total, no dimension would pay)."""
+    from cryovae.models import LossTerms
+
+    dims = torch.tensor([[0.1, 1.5], [0.3, 0.9]], requires_grad=True)  # batch means 0.2 and 1.2
+    kz = dims.sum(1)
+    other = torch.tensor([1.0, 2.0])
+    terms = LossTerms(recon=torch.tensor([-10.0, -20.0]), kl=kz + other, kl_parts={"kl_z": kz, "kl_tr": other},
+                      kl_z_dims=dims)
+    out = terms.objective(2.0)  # total mean 1.4 < 2, but dimension 1 (1.2) is above its 1.0
+    torch.testing.assert_close(out, terms.elbo + kz - (1.0 + 1.2))
+    out.sum().backward()
+    torch.testing.assert_close(dims.grad, torch.tensor([[0.0, -1.0], [0.0, -1.0]]))
+    total = LossTerms(recon=terms.recon, kl=terms.kl.detach(), kl_parts={"kl_z": kz.detach(), "kl_tr": other})
+    torch.testing.assert_close(total.objective(2.0), terms.elbo.detach() + kz.detach() - 2.0)
 
 
 def test_free_nats_default_is_the_models_and_scales_with_zdim():

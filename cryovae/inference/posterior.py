@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 #: z grid points per dimension, by the number of z dimensions searched
 Z_POINTS = {1: 41, 2: 15}
+#: a particle with more of its posterior than this on the edge of the z grid keeps its refined values
+EDGE_MASS = 0.5
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,7 @@ class PosteriorGrid:
         k = cfg.z_points or Z_POINTS[d]
         axis = torch.linspace(-cfg.z_extent, cfg.z_extent, k, device=self.device)
         self.z = torch.stack(torch.meshgrid(*([axis] * d), indexing="ij"), -1).reshape(-1, d)  # (K, zdim)
+        self.z_edge = (self.z.abs() >= cfg.z_extent * (1 - 1e-6)).any(1).float()  # (K,) 1 on the grid's edge
         self.theta = torch.arange(cfg.rotations, device=self.device, dtype=torch.float32) * (2 * math.pi / cfg.rotations)
         steps = (torch.arange(cfg.shift_points, device=self.device, dtype=torch.float32)
                  - (cfg.shift_points - 1) / 2) * cfg.shift_step_px
@@ -200,18 +203,25 @@ class PosteriorGrid:
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Posterior means of one batch: z (B, zdim), theta (B,) radians (circular mean, in
         (-pi, pi]) and centre (B, 2) pixels; arguments as :meth:`log_posterior`."""
+        return self._summaries(y, center_px, ctf)[:3]
+
+    def _summaries(self, y: torch.Tensor, center_px: torch.Tensor, ctf: torch.Tensor | None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`means` and the posterior mass of each particle on the edge of the z grid, (B,)."""
         lp = self.log_posterior(y, center_px, ctf)
         w = torch.softmax(lp.flatten(1), 1).reshape(lp.shape)
         w_z, w_r, w_s = w.sum((1, 2)), w.sum((1, 3)), w.sum((2, 3))
         z = w_z @ self.z
         theta = torch.atan2(w_r @ torch.sin(self.theta), w_r @ torch.cos(self.theta))
         center = center_px.float() + w_s @ self.offsets
-        return z, theta, center
+        return z, theta, center, w_z @ self.z_edge
 
     def apply(self, images: np.ndarray, latents: Latents, ctf_params: np.ndarray | None = None,
               progress: bool = False) -> Latents:
         """Latents with z, theta and the centre replaced by the posterior means (``z_std``,
-        ``prob`` and the extras stay the encoder's).
+        ``prob`` and the extras stay the encoder's). A particle whose posterior puts more than
+        ``EDGE_MASS`` on the edge of the z grid (its z lies beyond ``z_extent``, where the grid
+        cannot say where) keeps the values it came with, and their number is logged.
 
         images : (n, box, box) float32 preprocessed particles.  latents : their encoding (and
         refinement): its centres are where the offsets are laid.  ctf_params : (n, 7) for a
@@ -225,15 +235,22 @@ class PosteriorGrid:
         z_out = np.array(latents.z_mean, dtype=np.float32, copy=True)
         th_out = np.array(latents.theta, dtype=np.float64, copy=True)
         c_out = np.array(latents.center_px, dtype=np.float64, copy=True)
+        kept = 0
         for s in tqdm(range(0, n, step), desc="posterior means of z and pose", leave=False, disable=not progress):
             sl = slice(s, min(s + step, n))
             y = torch.as_tensor(np.asarray(images[sl], dtype=np.float32), device=self.device)
             ctf = (compute_ctf(torch.as_tensor(np.asarray(ctf_params[sl], dtype=np.float32), device=self.device),
                                model.cfg.box, model.cfg.pixel_size) if model.cfg.ctf else None)
-            z, th, c = self.means(y, torch.as_tensor(c_out[sl], device=self.device), ctf)
-            z_out[sl] = z.cpu().numpy()
-            th_out[sl] = th.double().cpu().numpy()
-            c_out[sl] = c.double().cpu().numpy()
+            z, th, c, edge = self._summaries(y, torch.as_tensor(c_out[sl], device=self.device), ctf)
+            inside = (edge <= EDGE_MASS).cpu().numpy()
+            kept += int((~inside).sum())
+            idx = np.arange(sl.start, sl.stop)[inside]
+            z_out[idx] = z.cpu().numpy()[inside]
+            th_out[idx] = th.double().cpu().numpy()[inside]
+            c_out[idx] = c.double().cpu().numpy()[inside]
+        if kept:
+            log.warning("%d of %d particles have their z posterior at the edge of the grid (|z| = %g): they keep "
+                        "the refined z and pose", kept, n, self.cfg.z_extent)
         return Latents.from_pose(z_out, latents.z_std, th_out, c_out, model.cfg.pixel_size, prob=latents.prob,
                                  extras=latents.extras)
 

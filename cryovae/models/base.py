@@ -192,11 +192,13 @@ class Encoding:
 @dataclass
 class LossTerms:
     """Per-particle ELBO terms (B,) in nats; ``elbo = recon - kl``; the parts of kl in ``kl_parts``
-    (named, e.g. ``kl_z``, ``kl_theta``: they become metrics.csv columns)."""
+    (named, e.g. ``kl_z``, ``kl_theta``: they become metrics.csv columns); ``kl_z_dims`` (B, zdim),
+    when a model gives it, splits ``kl_z`` over the dimensions of z (it sums to it)."""
 
     recon: torch.Tensor
     kl: torch.Tensor
     kl_parts: dict[str, torch.Tensor]
+    kl_z_dims: torch.Tensor | None = None
 
     @property
     def elbo(self) -> torch.Tensor:
@@ -207,11 +209,19 @@ class LossTerms:
         ["kl_z"]``) averaged over the batch and counted as at least ``free_nats`` ("free bits",
         Kingma et al. 2016, eq. 19): below that the encoder may put information into z at no
         cost, so a generator that does not yet read z can learn to (at low SNR z otherwise
-        collapses onto the prior). 0, or a model without ``kl_z``: the ELBO itself."""
+        collapses onto the prior). With ``kl_z_dims`` the free bits are per dimension, as in
+        Kingma et al.: each of the zdim dimensions is counted as at least ``free_nats / zdim``,
+        so one dimension cannot take the others' share (with zdim 2, both arms of a complex
+        would otherwise be free to share one dimension). 0, or a model without ``kl_z``: the
+        ELBO itself."""
         kz = self.kl_parts.get(CONTENT_KL)
         if not free_nats or kz is None:
             return self.elbo
-        return self.elbo + kz - torch.clamp(kz.mean(), min=free_nats)
+        if self.kl_z_dims is None:
+            return self.elbo + kz - torch.clamp(kz.mean(), min=free_nats)
+        dims = self.kl_z_dims
+        floor = free_nats / dims.shape[1]
+        return self.elbo + kz - torch.clamp(dims.mean(0), min=floor).sum()
 
 
 @dataclass

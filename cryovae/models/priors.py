@@ -43,6 +43,12 @@ class LatentPrior(abc.ABC):
     def kl(self, params: tuple[torch.Tensor, ...], dim: int = 1) -> torch.Tensor:
         """``KL(q(z | y) || p(z))`` summed over the latent axis ``dim`` (removed), nats."""
 
+    def kl_dims(self, params: tuple[torch.Tensor, ...]) -> torch.Tensor | None:
+        """The KL of each latent dimension, shaped like ``params[0]`` (it sums to :meth:`kl` over
+        the latent axis), for a prior under which the dimensions are independent; None
+        otherwise (a mixture)."""
+        return None
+
     @abc.abstractmethod
     def sample(self, params: tuple[torch.Tensor, ...], generator: torch.Generator | None) -> torch.Tensor:
         """A reparameterised sample of q(z | y), (B, zdim)."""
@@ -102,8 +108,11 @@ class StandardNormalPrior(DiagonalGaussianPosterior):
         self.n_outputs = 2 * self.zdim
 
     def kl(self, params, dim: int = 1) -> torch.Tensor:
+        return self.kl_dims(params).sum(dim)
+
+    def kl_dims(self, params) -> torch.Tensor:
         mu, logstd = params
-        return kl_normal(mu, logstd).sum(dim)
+        return kl_normal(mu, logstd)
 
     def log_density(self, z: torch.Tensor) -> torch.Tensor:
         return -0.5 * (z.float() ** 2).sum(1)

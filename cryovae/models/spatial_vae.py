@@ -115,7 +115,8 @@ class SpatialVAE(PoseVAE):
                  "kl_z": self.prior.kl(z_params, dim=1)}
         if post.center_mu is not None:
             parts["kl_t"] = kl_normal(post.center_mu, post.center_logstd, self.cfg.translation_sigma_px).sum(1)
-        return LossTerms(recon=recon, kl=sum(parts.values()), kl_parts=parts)
+        return LossTerms(recon=recon, kl=sum(parts.values()), kl_parts=parts,
+                         kl_z_dims=self.prior.kl_dims(z_params))
 
     @torch.no_grad()
     def infer(self, y: torch.Tensor, ctf: torch.Tensor | None = None) -> Encoding:

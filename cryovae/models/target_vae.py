@@ -187,12 +187,24 @@ class TargetVAE(PoseVAE):
 
     def kl_terms(self, post: GroupPosterior) -> dict[str, torch.Tensor]:
         """Exact KL of supplement A.1: ``KL_tr + sum_{t,r} q(t,r) (KL_theta + KL_z)``, per particle."""
+        return self.kl_with_dims(post)[0]
+
+    def kl_with_dims(self, post: GroupPosterior) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """:meth:`kl_terms` and the part of ``kl_z`` of each z dimension, (B, zdim) (None for a
+        prior whose dimensions are not independent)."""
         log_q = torch.log_softmax(post.logits.flatten(1), 1).reshape(post.logits.shape)
         q = log_q.exp()
         kl_tr = kl_categorical(log_q, self.log_prior_tr()[None])
         kl_th = kl_normal(post.theta_delta, post.theta_logstd, self.theta_prior_std)
-        kl_z = self.prior.kl(self.z_params(post), dim=1)
-        return {"kl_tr": kl_tr, "kl_theta": (q * kl_th).flatten(1).sum(1), "kl_z": (q * kl_z).flatten(1).sum(1)}
+        parts = {"kl_tr": kl_tr, "kl_theta": (q * kl_th).flatten(1).sum(1)}
+        params = self.z_params(post)
+        per_dim = self.prior.kl_dims(params)  # (B, zdim, N, H, W)
+        if per_dim is None:
+            parts["kl_z"] = (q * self.prior.kl(params, dim=1)).flatten(1).sum(1)
+            return parts, None
+        dims = (q[:, None] * per_dim).flatten(2).sum(2)
+        parts["kl_z"] = dims.sum(1)
+        return parts, dims
 
     def forward(self, y: torch.Tensor, ctf: torch.Tensor | None = None, *, sample: bool = True,
                 generator: torch.Generator | None = None, zero_z: bool = False,
@@ -216,8 +228,8 @@ class TargetVAE(PoseVAE):
             z = torch.zeros_like(z)
         # the encoder reads the centre in the network's own frame; reconstruction centres it
         recon = self.reconstruction(y, z, theta, cell.center_px, ctf)
-        parts = self.kl_terms(post)
-        return LossTerms(recon=recon, kl=sum(parts.values()), kl_parts=parts)
+        parts, kl_z_dims = self.kl_with_dims(post)
+        return LossTerms(recon=recon, kl=sum(parts.values()), kl_parts=parts, kl_z_dims=kl_z_dims)
 
     @property
     def attention_context_px(self) -> int:
