@@ -45,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import fmt, output_folders
+from conformation_bound import bound
 
 log = logging.getLogger("quality")
 ROOT = Path(__file__).resolve().parents[1]
@@ -289,6 +290,23 @@ def goals(med: dict) -> list[dict]:
     return rows
 
 
+#: particles the Cramér-Rao bound of a set averages over
+BOUND_PARTICLES = 200
+
+
+def bounds(med: dict, box: int) -> None:
+    """Add to each set's medians the highest |corr(z, conformation)| per coordinate that its data
+    allow with the pose unknown (``benchmarks/conformation_bound.py``: the Cramér-Rao bound of the
+    conformation estimated together with the rotation and centre; hinge and arms sets without a
+    CTF; None otherwise)."""
+    for name, m in med.items():
+        case = CASES[name]
+        m["bound"] = None
+        if case.kind in ("hinge", "arms") and not case.ctf:
+            _, r = bound(case.kind, 40.0, case.snr, BOUND_PARTICLES, box, APIX * BOX / box, SHIFT_SIGMA_PX)
+            m["bound"] = [float(v) for v in r[1]]
+
+
 def cell(values: list, digits: int = 3) -> str:
     return " / ".join(fmt(v, digits) for v in values) if values else "— (one conformation)"
 
@@ -331,14 +349,19 @@ def page(result: dict) -> str:
         *([result["note"], ""] if result["note"] else [""]),
         "corr(z, conformation): |Pearson| of z with the hinge angle; arms: the multiple correlation R of z with "
         "each arm's angle (arm 1 / arm 2). Rotation: Fisher–Lee circular correlation and median error after the "
-        "best global offset. Medians over the seeds; each run is in the second table.",
+        "best global offset. Medians over the seeds; each run is in the second table. Bound: the highest "
+        "|corr| an unbiased per-particle estimate of the conformation can reach on such data when the rotation "
+        "and centre are estimated too (the Cramér–Rao bound of `benchmarks/conformation_bound.py`, "
+        f"{BOUND_PARTICLES} particles; a local bound, so the real limit is lower still).",
         "",
-        "| set | SNR | seeds | corr(z, conformation) | rotation circ. corr. | rotation median error (°) | "
-        "wall time (min) | epochs | z on at epoch |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| set | SNR | seeds | corr(z, conformation) | bound (pose unknown) | rotation circ. corr. | "
+        "rotation median error (°) | wall time (min) | epochs | z on at epoch |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, m in med.items():
+        limit = "n/a" if not m.get("bound") else cell(m["bound"])
         lines.append(f"| {name} | {snr_text(m['snr'], m['ctf'])} | {len(m['seeds'])} | {cell(m['conformation'])} | "
+                     f"{limit} | "
                      f"{fmt(m['rotation_corr'])} | {fmt(m['rotation_median_error_deg'], 1)} | "
                      f"{fmt(m['wall_min'], 1)} | {count(m['epochs'])} | {count(m['z_on_epoch'])} |")
     lines += ["", "## Every run", "",
@@ -358,6 +381,12 @@ def page(result: dict) -> str:
         for g in result["goals"]:
             met = "n/a" if g["met"] is None else "met" if g["met"] else "not met"
             lines.append(f"| {g['set']} | {g['goal']} | {cell(g['median'], g['digits'])} | {met} |")
+        above = [(name, GOALS[name][0], med[name]["bound"]) for name in GOALS
+                 if name in med and med[name].get("bound") and min(med[name]["bound"]) < GOALS[name][0]]
+        for name, goal, limit in above:
+            lines += ["", f"{name}: the goal {goal:.2f} for corr(z, conformation) lies above what its data allow "
+                          f"with the pose unknown ({cell(limit)}, the bound column above): an unbiased per-particle estimate "
+                          "cannot reach it on such data."]
     lines += ["", "## Pictures", "", "From `cryovae evaluate` on the first seed of each set.", ""]
     for name, files in result["pictures"].items():
         lines += [f"### {name} (seed {med[name]['seeds'][0]})", "", *(f"![{f}]({f})" for f in files), ""]
@@ -442,6 +471,7 @@ def main(argv: list[str] | None = None) -> int:
                 log.error("%s seed %d failed: %s", name, seed, exc)
                 failed.append({"set": name, "seed": seed, "error": str(exc)})
     med = medians(runs)
+    bounds(med, box)
     given = list(sys.argv[1:] if argv is None else argv)
     if "--note" in given:  # an annotation, not a setting
         del given[given.index("--note"):given.index("--note") + 2]

@@ -29,7 +29,8 @@ class TrainConfig:
         epoch before, and at most ``z_delay_max`` epochs.
     settle_deg, z_delay_max : that criterion (degrees) and its longest delay (epochs).
     free_nats : free bits of the content latent, nats per z dimension: training counts the
-        batch's mean KL of z as at least this (:meth:`cryovae.models.LossTerms.objective`; 0 = the
+        batch's mean KL of each z dimension as at least this (the total, for a model that does
+        not split its KL of z by dimension; :meth:`cryovae.models.LossTerms.objective`; 0 = the
         ELBO itself; None, the default: the model's ``free_nats_default``). The ELBO reported,
         and watched by the LR schedule and early stopping, is always the true one.
     rotate_encoder : random rotation augmentation of the spatial-VAE encoder input.
