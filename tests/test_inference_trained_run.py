@@ -56,9 +56,11 @@ def test_load_rebuilds_the_trained_model_from_config_alone(rundir):
     raw = run.encode(imgs, refine_steps=0, posterior_grid=False)
     assert np.abs(raw.z_mean - saved.z_mean).max() > 1e-3  # (so the refinement did run)
     refined = run.encode(imgs, posterior_grid=False)
-    searched = run.posterior_grid().apply(imgs, refined)  # (and the grid after it; this one-epoch
-    np.testing.assert_allclose(searched.z_mean, saved.z_mean, atol=1e-5)  # model's z posterior lies at
-    np.testing.assert_allclose(searched.theta, saved.theta, atol=1e-5)  # the grid's edge: values kept)
+    # what was saved is the posterior grid applied after the refinement (this one-epoch model's z
+    # posterior lies at the grid's edge, so the grid keeps the refined values)
+    searched = run.posterior_grid().apply(imgs, refined)
+    np.testing.assert_allclose(searched.z_mean, saved.z_mean, atol=1e-5)
+    np.testing.assert_allclose(searched.theta, saved.theta, atol=1e-5)
     assert saved.prob is not None and saved.prob.shape == (48,)
 
 
