@@ -209,8 +209,8 @@ class LossTerms:
         ["kl_z"]``) averaged over the batch and counted as at least ``free_nats`` ("free bits",
         Kingma et al. 2016, eq. 19): below that the encoder may put information into z at no
         cost, so a generator that does not yet read z can learn to (at low SNR z otherwise
-        collapses onto the prior). With ``kl_z_dims`` the free bits are per dimension, as in
-        Kingma et al.: each of the zdim dimensions is counted as at least ``free_nats / zdim``,
+        collapses onto the prior). With ``kl_z_dims`` the free bits are per dimension (each z
+        dimension one of Kingma et al.'s groups): each of the zdim dimensions is counted as at least ``free_nats / zdim``,
         so one dimension cannot take the others' share (with zdim 2, both arms of a complex
         would otherwise be free to share one dimension). 0, or a model without ``kl_z``: the
         ELBO itself."""
