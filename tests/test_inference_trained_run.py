@@ -58,7 +58,7 @@ def test_load_rebuilds_the_trained_model_from_config_alone(rundir):
     refined = run.encode(imgs, posterior_grid=False)
     # what was saved is the posterior grid applied after the refinement (this one-epoch model's z
     # posterior lies at the grid's edge, so the grid keeps the refined values)
-    searched = run.posterior_grid().apply(imgs, refined)
+    searched = run.posterior_grid.apply(imgs, refined)
     np.testing.assert_allclose(searched.z_mean, saved.z_mean, atol=1e-5)
     np.testing.assert_allclose(searched.theta, saved.theta, atol=1e-5)
     assert saved.prob is not None and saved.prob.shape == (48,)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +31,12 @@ class TrainedRun:
     config: RunConfig
     model: PoseVAE
     device: torch.device
-    _grids: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
+    @functools.cached_property
     def posterior_grid(self) -> PosteriorGrid | None:
         """The model's posterior grid (:func:`cryovae.inference.posterior_grid_for`), rendered on
-        the first call and kept (None for a model it does not apply to)."""
-        if "grid" not in self._grids:
-            self._grids["grid"] = posterior_grid_for(self.model, True, self.device)
-        return self._grids["grid"]
+        first use and kept (None for a model it does not apply to)."""
+        return posterior_grid_for(self.model, True, self.device)
 
     @property
     def run(self) -> RunDir:
@@ -101,7 +100,7 @@ class TrainedRun:
             steps = 0 if refine_steps is None else steps
             grid = False if posterior_grid is None else grid
         return improve_latents(self.model, images, lat, RefineConfig(steps=steps, batch_size=batch_size),
-                               self.posterior_grid() if grid else None, ctf_params, self.device)
+                               self.posterior_grid if grid else None, ctf_params, self.device)
 
     @torch.no_grad()
     def decode(self, z: np.ndarray, theta: np.ndarray | None = None, center_px: np.ndarray | None = None,
