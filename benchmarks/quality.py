@@ -24,7 +24,10 @@ wall time of ``train`` (preprocessing, training, refinement, writing: what the u
 measured around it. Data sets and runs are kept in runs/quality_work/<set>-s<seed>/ (git-ignored;
 ``--quick``: <out>/work) and reused when their recorded command matches, so the script can be
 stopped and rerun. ``--quick`` writes to tmp/quality_quick unless ``--out`` is given; its numbers
-are a smoke test, not a result.
+are a smoke test, not a result. ``--append`` adds this call's runs to those already in
+``OUT/quality.json`` (same particle count and box; a run of the same set and seed is replaced) and
+recomputes the medians over all of them, so sets can be run in several calls and share one page;
+the page lists every call's command and commit.
 """
 
 from __future__ import annotations
@@ -295,11 +298,13 @@ BOUND_PARTICLES = 200
 
 
 def bounds(med: dict, box: int) -> None:
-    """Add to each set's medians the highest |corr(z, conformation)| per coordinate that its data
+    """Add to each set's medians that lack it the highest |corr(z, conformation)| per coordinate that its data
     allow with the pose unknown (``benchmarks/conformation_bound.py``: the Cramér-Rao bound of the
     conformation estimated together with the rotation and centre; hinge and arms sets without a
     CTF; None otherwise)."""
     for name, m in med.items():
+        if "bound" in m:  # kept from an earlier call (--append): it depends on the set only
+            continue
         case = CASES[name]
         m["bound"] = None
         if case.kind in ("hinge", "arms") and not case.ctf:
@@ -319,6 +324,38 @@ def snr_text(snr: float, ctf: bool) -> str:
     return f"{snr:g}{' (CTF)' if ctf else ''}"
 
 
+def merge_runs(previous: dict, result: dict) -> dict:
+    """``result`` with the runs of ``previous`` (an earlier quality.json of the same particle count
+    and box) that it does not redo: a previous run or failure of the same (set, seed) as one of this
+    call's is dropped. Runs keep the commit they were made at; the calls' commands are listed in order."""
+    old, new = previous["settings"], result["settings"]
+    if (old["n"], old["box"], old["quick"]) != (new["n"], new["box"], new["quick"]):
+        raise SystemExit(f"--append: the page's runs have {old['n']} particles of {old['box']} px, this call's "
+                         f"{new['n']} of {new['box']} px")
+    redone = {(r["set"], r["seed"]) for r in result["runs"] + result["failed"]}
+    order = {name: i for i, name in enumerate(CASES)}
+
+    def merged(key: str) -> list[dict]:
+        kept = [{"commit": previous.get("commit", "unknown"), **r} for r in previous.get(key, [])
+                if (r["set"], r["seed"]) not in redone]
+        return sorted(kept + result[key], key=lambda r: (order[r["set"]], r["seed"]))
+
+    calls = previous.get("calls") or [{"reproduce": previous["reproduce"].replace(" --existing", ""),
+                                       "commit": previous.get("commit", "unknown")}]
+    runs = merged("runs")
+    med = medians(runs)
+    for name, m in previous.get("medians", {}).items():  # the bound depends on the set only
+        if name in med and "bound" in m:
+            med[name]["bound"] = m["bound"]
+    return {**result, "calls": calls + result["calls"], "runs": runs, "failed": merged("failed"),
+            "note": result["note"] or previous.get("note", ""),  # a note is about the whole page
+            "settings": {**new, "seeds": sorted({r["seed"] for r in runs}),
+                         "cases": {**old.get("cases", {}), **new["cases"]}},
+            "medians": med, "goals": goals(med),
+            "pictures": {name: result["pictures"][name] if name in result["pictures"]
+                         else previous.get("pictures", {}).get(name, []) for name in med}}
+
+
 def page(result: dict) -> str:
     """README.md: what was run, the medians, every run, the goals and the pictures."""
     med, runs, s = result["medians"], result["runs"], result["settings"]
@@ -326,8 +363,9 @@ def page(result: dict) -> str:
     if s["quick"]:
         lines += [f"**Quick smoke test ({s['n']} particles, {s['box']} px): its numbers mean nothing. "
                   "Not a result.**", ""]
+    calls = "; then ".join(f"`{c['reproduce']}` (commit {c['commit']})" for c in result["calls"])
     lines += [
-        f"Reproduce: `{result['reproduce']}` (cryovae {result['cryovae_version']}, commit {result['commit']}).",
+        f"Reproduce: {calls} (cryovae {result['cryovae_version']}).",
         "",
         "Each run is the command a user types, with no other option than the output folder:",
         "",
@@ -449,7 +487,10 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"smoke test: {QUICK_N} particles of {QUICK_BOX} px, {', '.join(QUICK_CASES)}, seed 1")
     p.add_argument("--existing", action="store_true",
                    help="report only the (set, seed) runs already finished in --work (nothing is trained)")
-    p.add_argument("--note", default="", help="a sentence for the page (e.g. that the machine was shared)")
+    p.add_argument("--note", default="", help="a sentence for the page (e.g. that the machine was shared; "
+                   "with --append it replaces the page's note)")
+    p.add_argument("--append", action="store_true",
+                   help="add the runs to those of OUT/quality.json (same --n and box; same set and seed replaced)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     cases = args.cases or list(QUICK_CASES if args.quick else CASES)
@@ -470,20 +511,26 @@ def main(argv: list[str] | None = None) -> int:
             except RuntimeError as exc:  # a failed command: reported, never scored
                 log.error("%s seed %d failed: %s", name, seed, exc)
                 failed.append({"set": name, "seed": seed, "error": str(exc)})
-    med = medians(runs)
-    bounds(med, box)
     given = list(sys.argv[1:] if argv is None else argv)
     if "--note" in given:  # an annotation, not a setting
         del given[given.index("--note"):given.index("--note") + 2]
+    given = [a for a in given if a != "--existing"]  # the command that makes these runs trains them
     from cryovae import __version__
     from cryovae.analysis.output import write_json, write_text
 
-    result = {"reproduce": shlex.join(["python", "benchmarks/quality.py", *given]), "cryovae_version": __version__,
-              "commit": commit(), "machine": machine(), "note": args.note,
+    here = commit()
+    runs = [{**r, "commit": here} for r in runs]
+    reproduce = shlex.join(["python", "benchmarks/quality.py", *given])
+    med = medians(runs)
+    result = {"reproduce": reproduce, "calls": [{"reproduce": reproduce, "commit": here}],
+              "cryovae_version": __version__, "commit": here, "machine": machine(), "note": args.note,
               "settings": {"quick": args.quick, "n": n, "box": box, "apix": APIX * BOX / box, "seeds": seeds,
                            "cases": {c: dataclasses.asdict(CASES[c]) for c in cases}},
               "medians": med, "goals": goals(med), "runs": runs, "failed": failed,
               "pictures": copy_pictures(runs, out)}
+    if args.append and (out / "quality.json").is_file():
+        result = merge_runs(json.loads((out / "quality.json").read_text()), result)
+    bounds(result["medians"], box)
     write_json(result, out / "quality.json")
     text = page(result)
     write_text(text, out / "README.md")
