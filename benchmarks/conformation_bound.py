@@ -22,23 +22,35 @@ import argparse
 import numpy as np
 
 from cryovae.simulate import SimulationConfig, simulate_arms, simulate_hinge
+from cryovae.simulate.ctf import ctf_2d
 from cryovae.simulate.render import render_atoms
 
 
-def bound(kind: str, range_deg: float, snr: float, n: int, box: int, apix: float, shift_px: float
-          ) -> tuple[np.ndarray, np.ndarray]:
+def bound(kind: str, range_deg: float, snr: float, n: int, box: int, apix: float, shift_px: float,
+          defocus_A: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """CRLB standard deviations of each conformation coordinate (range 0-1), with the pose known
     (row 0) and unknown (row 1), and the highest Pearson r each allows (same layout), for one
-    simulated set of ``kind`` "hinge" (one coordinate) or "arms" (two)."""
+    simulated set of ``kind`` "hinge" (one coordinate) or "arms" (two). ``defocus_A`` (min, max
+    in Å): the particles carry a CTF of such defocus (the simulator's astigmatism), known to the
+    estimate as ``--ctf`` gives it, and the SNR is that of the CTF-modulated signal, as simulated."""
+    ctf = defocus_A is not None
+    extra = {"ctf": True, "defocus_min_A": defocus_A[0], "defocus_max_A": defocus_A[1]} if ctf else {}
     cfg = SimulationConfig(n=n, box=box, pixel_size_A=apix, snr=snr, shift_sigma_px=shift_px,
-                           hinge_range_deg=range_deg, seed=1)
+                           hinge_range_deg=range_deg, seed=1, **extra)
     sim = (simulate_hinge if kind == "hinge" else simulate_arms)(cfg, progress=False)
     conf = sim.truth.filter(like="conformation_").to_numpy()  # (n, d)
     d = conf.shape[1]
+    if ctf:
+        t = sim.truth
+        transfer = ctf_2d(box, apix, t["defocus_u_A"].to_numpy(), t["defocus_v_A"].to_numpy(),
+                          t["defocus_angle_deg"].to_numpy(), cfg.voltage_kv, cfg.cs_mm, cfg.amplitude_contrast)
 
     def render(c: np.ndarray, theta: np.ndarray, center: np.ndarray) -> np.ndarray:
         image = render_atoms(sim.molecule.coordinates(c), theta, center, box, apix, cfg.atom_sigma_A) * sim.scale
-        return image.reshape(n, -1).astype(np.float64)
+        image = image.astype(np.float64)
+        if ctf:  # the simulator's image formation, in float64 for the finite differences
+            image = np.fft.irfft2(np.fft.rfft2(image) * transfer, s=(box, box))
+        return image.reshape(n, -1)
 
     theta, center = sim.theta_rad, sim.center_px
     grads = []
@@ -67,11 +79,15 @@ def main() -> None:
     p.add_argument("--apix", type=float, default=4.0)
     p.add_argument("--shift-sigma", type=float, default=1.5, help="centres' spread, pixels")
     args = p.parse_args()
-    for kind, range_deg, snr in (("hinge", 40.0, 1.0), ("hinge", 70.0, 1.0), ("hinge", 40.0, 0.1),
-                                 ("hinge", 40.0, 0.03), ("arms", 40.0, 1.0), ("arms", 40.0, 0.1)):
-        sd, r = bound(kind, range_deg, snr, args.n, args.box, args.apix, args.shift_sigma)
+    ctf = (10000.0, 30000.0)  # the CTF set of benchmarks/quality.py: defocus 1-3 µm
+    for kind, range_deg, snr, defocus in (("hinge", 40.0, 1.0, None), ("hinge", 70.0, 1.0, None),
+                                          ("hinge", 40.0, 0.1, None), ("hinge", 40.0, 0.1, ctf),
+                                          ("hinge", 40.0, 0.03, None), ("arms", 40.0, 1.0, None),
+                                          ("arms", 40.0, 0.1, None)):
+        sd, r = bound(kind, range_deg, snr, args.n, args.box, args.apix, args.shift_sigma, defocus)
         fmt = lambda a: " / ".join(f"{v:.3f}" for v in a)  # noqa: E731
-        print(f"{kind} {range_deg:.0f}°, SNR {snr:g}: CRLB sd of the conformation (range 0-1) {fmt(sd[0])} with the "
+        label = " with a CTF (defocus 1-3 µm)" if defocus else ""
+        print(f"{kind} {range_deg:.0f}°{label}, SNR {snr:g}: CRLB sd of the conformation (range 0-1) {fmt(sd[0])} with the "
               f"pose known, highest r {fmt(r[0])}; pose unknown: sd {fmt(sd[1])}, highest r {fmt(r[1])}")
 
 if __name__ == "__main__":

@@ -300,15 +300,16 @@ BOUND_PARTICLES = 200
 def bounds(med: dict, box: int) -> None:
     """Add to each set's medians that lack it the highest |corr(z, conformation)| per coordinate that its data
     allow with the pose unknown (``benchmarks/conformation_bound.py``: the Cramér-Rao bound of the
-    conformation estimated together with the rotation and centre; hinge and arms sets without a
-    CTF; None otherwise)."""
+    conformation estimated together with the rotation and centre, with the set's CTF where it has
+    one; hinge and arms sets; None otherwise)."""
     for name, m in med.items():
         if "bound" in m:  # kept from an earlier call (--append): it depends on the set only
             continue
         case = CASES[name]
         m["bound"] = None
-        if case.kind in ("hinge", "arms") and not case.ctf:
-            _, r = bound(case.kind, 40.0, case.snr, BOUND_PARTICLES, box, APIX * BOX / box, SHIFT_SIGMA_PX)
+        if case.kind in ("hinge", "arms"):
+            _, r = bound(case.kind, 40.0, case.snr, BOUND_PARTICLES, box, APIX * BOX / box, SHIFT_SIGMA_PX,
+                         DEFOCUS_A if case.ctf else None)
             m["bound"] = [float(v) for v in r[1]]
 
 
@@ -389,7 +390,7 @@ def page(result: dict) -> str:
         "each arm's angle (arm 1 / arm 2). Rotation: Fisher–Lee circular correlation and median error after the "
         "best global offset. Medians over the seeds; each run is in the second table. Bound: the highest "
         "|corr| an unbiased per-particle estimate of the conformation can reach on such data when the rotation "
-        "and centre are estimated too (the Cramér–Rao bound of `benchmarks/conformation_bound.py`, "
+        "and centre are estimated too (CTF set: with each particle's CTF known, as `--ctf` has it; the Cramér–Rao bound of `benchmarks/conformation_bound.py`, "
         f"{BOUND_PARTICLES} particles; a local bound, so the real limit is lower still).",
         "",
         "| set | SNR | seeds | corr(z, conformation) | bound (pose unknown) | rotation circ. corr. | "
