@@ -348,7 +348,8 @@ def merge_runs(previous: dict, result: dict) -> dict:
     for name, m in previous.get("medians", {}).items():  # the bound depends on the set only
         if name in med and "bound" in m:
             med[name]["bound"] = m["bound"]
-    return {**result, "calls": calls + result["calls"], "runs": runs, "failed": merged("failed"),
+    again = {c["reproduce"] for c in result["calls"]}  # a call made again is listed once, last
+    return {**result, "calls": [c for c in calls if c["reproduce"] not in again] + result["calls"], "runs": runs, "failed": merged("failed"),
             "note": result["note"] or previous.get("note", ""),  # a note is about the whole page
             "settings": {**new, "seeds": sorted({r["seed"] for r in runs}),
                          "cases": {**old.get("cases", {}), **new["cases"]}},
