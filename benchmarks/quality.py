@@ -521,7 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     from cryovae.analysis.output import write_json, write_text
 
     here = commit()
-    runs = [{**r, "commit": here} for r in runs]
+    if not args.existing:  # --existing cannot tell the commit a run was trained at
+        runs = [{**r, "commit": here} for r in runs]
     reproduce = shlex.join(["python", "benchmarks/quality.py", *given])
     med = medians(runs)
     result = {"reproduce": reproduce, "calls": [{"reproduce": reproduce, "commit": here}],
