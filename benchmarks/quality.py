@@ -298,13 +298,11 @@ BOUND_PARTICLES = 200
 
 
 def bounds(med: dict, box: int) -> None:
-    """Add to each set's medians that lack it the highest |corr(z, conformation)| per coordinate that its data
+    """Add to each set's medians the highest |corr(z, conformation)| per coordinate that its data
     allow with the pose unknown (``benchmarks/conformation_bound.py``: the Cramér-Rao bound of the
     conformation estimated together with the rotation and centre, with the set's CTF where it has
     one; hinge and arms sets; None otherwise)."""
     for name, m in med.items():
-        if "bound" in m:  # kept from an earlier call (--append): it depends on the set only
-            continue
         case = CASES[name]
         m["bound"] = None
         if case.kind in ("hinge", "arms"):
@@ -328,7 +326,7 @@ def snr_text(snr: float, ctf: bool) -> str:
 def merge_runs(previous: dict, result: dict) -> dict:
     """``result`` with the runs of ``previous`` (an earlier quality.json of the same particle count
     and box) that it does not redo: a previous run or failure of the same (set, seed) as one of this
-    call's is dropped. Runs keep the commit they were made at; the calls' commands are listed in order."""
+    call's is dropped. The calls' commands are listed in order, a call made again once, last."""
     old, new = previous["settings"], result["settings"]
     if (old["n"], old["box"], old["quick"]) != (new["n"], new["box"], new["quick"]):
         raise SystemExit(f"--append: the page's runs have {old['n']} particles of {old['box']} px, this call's "
@@ -337,19 +335,16 @@ def merge_runs(previous: dict, result: dict) -> dict:
     order = {name: i for i, name in enumerate(CASES)}
 
     def merged(key: str) -> list[dict]:
-        kept = [{"commit": previous.get("commit", "unknown"), **r} for r in previous.get(key, [])
-                if (r["set"], r["seed"]) not in redone]
+        kept = [r for r in previous.get(key, []) if (r["set"], r["seed"]) not in redone]
         return sorted(kept + result[key], key=lambda r: (order[r["set"]], r["seed"]))
 
     calls = previous.get("calls") or [{"reproduce": previous["reproduce"].replace(" --existing", ""),
                                        "commit": previous.get("commit", "unknown")}]
+    again = {c["reproduce"] for c in result["calls"]}
     runs = merged("runs")
     med = medians(runs)
-    for name, m in previous.get("medians", {}).items():  # the bound depends on the set only
-        if name in med and "bound" in m:
-            med[name]["bound"] = m["bound"]
-    again = {c["reproduce"] for c in result["calls"]}  # a call made again is listed once, last
-    return {**result, "calls": [c for c in calls if c["reproduce"] not in again] + result["calls"], "runs": runs, "failed": merged("failed"),
+    return {**result, "calls": [c for c in calls if c["reproduce"] not in again] + result["calls"],
+            "runs": runs, "failed": merged("failed"),
             "note": result["note"] or previous.get("note", ""),  # a note is about the whole page
             "settings": {**new, "seeds": sorted({r["seed"] for r in runs}),
                          "cases": {**old.get("cases", {}), **new["cases"]}},
