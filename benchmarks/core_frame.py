@@ -35,13 +35,18 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from cryovae.analysis.metrics import multiple_correlation
+from cryovae.geometry import wrap_degrees
 from cryovae.inference.trained_run import TrainedRun
 from cryovae.models.distributions import kl_normal
+
+FRAMES = ("model", "realigned", "truth")
 
 
 def render(maps: torch.Tensor, theta: torch.Tensor, center: torch.Tensor) -> torch.Tensor:
     """Template-frame maps (B, N, N) at pose (theta (B,) radians, centre (B, 2) px):
-    ``out(p) = map(R(theta) (p - c))``, bilinear, the internal convention of cryovae.geometry."""
+    ``out(p) = map(R(theta) (p - c))``: :func:`cryovae.geometry.transform_image` with order 1, batched
+    in torch (the search renders every particle at every turn)."""
     n = maps.shape[-1]
     idx = torch.arange(n, dtype=torch.float32) - n // 2
     yy, xx = torch.meshgrid(idx, idx, indexing="ij")
@@ -70,20 +75,14 @@ def realign(images: np.ndarray, templates: np.ndarray, weight: np.ndarray, theta
 
 
 def wrap(a: np.ndarray) -> np.ndarray:
-    return (a + np.pi) % (2 * np.pi) - np.pi
+    """Radians wrapped to (-pi, pi], by :func:`cryovae.geometry.wrap_degrees`."""
+    return np.radians(wrap_degrees(np.degrees(a)))
 
 
 def signed_error(theta: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """theta - truth after the best global offset, radians in (-pi, pi]."""
     d = wrap(theta - truth)
     return wrap(d - np.angle(np.mean(np.exp(1j * d))))
-
-
-def multiple_r(x: np.ndarray, y: np.ndarray) -> float:
-    """Multiple correlation of y with a least-squares linear fit on the columns of x."""
-    x = np.column_stack([x, np.ones(len(y))])
-    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
-    return float(np.corrcoef(x @ coef, y)[0, 1])
 
 
 def rigid_weight(templates: np.ndarray, power: float = 4.0) -> np.ndarray:
@@ -102,6 +101,7 @@ class FixedPoseFinetune:
     """
 
     def __init__(self, run: TrainedRun, images: np.ndarray, centre: np.ndarray, seed: int = 0) -> None:
+        self.run = run
         self.model = run.model
         self.images = torch.from_numpy(images)
         self.centre = torch.from_numpy(centre.astype(np.float32))
@@ -126,14 +126,10 @@ class FixedPoseFinetune:
         n = len(self.images)
         return torch.cat([self.z_params(torch.arange(s, min(s + batch, n)))[0] for s in range(0, n, batch)]).numpy()
 
-    @torch.no_grad()
-    def templates(self, z: np.ndarray, batch: int = 256) -> np.ndarray:
+    def templates(self, z: np.ndarray) -> np.ndarray:
+        """(n, N, N) pose-free templates of z (n, zdim) with the current weights."""
         self.model.eval()
-        out = []
-        for s in range(0, len(z), batch):
-            zz = torch.from_numpy(z[s: s + batch].astype(np.float32))
-            out.append(self.model.decode(zz, torch.zeros(len(zz)), torch.zeros(len(zz), 2))[0].numpy())
-        return np.concatenate(out)
+        return self.run.decode(z)
 
     def train(self, epochs: int, lr: float = 1e-3, batch: int = 64) -> float:
         """Adam on recon + KL(z); returns the last epoch's mean -ELBO per particle (nats)."""
@@ -160,12 +156,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("run", help="a cryovae train run of a simulated set (RUN/images.npy, RUN/latents.npz)")
     ap.add_argument("truth", help="the simulation's truth.csv")
     ap.add_argument("--max-deg", type=float, default=24.0, help="largest extra turn searched, degrees")
-    ap.add_argument("--frames", default="", help="comma list of model, realigned, truth: fine-tune at those rotations")
+    ap.add_argument("--frames", default="", help=f"comma list of {', '.join(FRAMES)}: fine-tune at those rotations")
     ap.add_argument("--rounds", type=int, default=4, help="rounds of fine-tuning (realigned: realign before each)")
     ap.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs per round")
     args = ap.parse_args(argv)
+    frames = [f for f in args.frames.split(",") if f]
+    if unknown := sorted(set(frames) - set(FRAMES)):
+        ap.error(f"--frames: unknown {', '.join(unknown)} (choose from {', '.join(FRAMES)})")
 
     run = TrainedRun.load(args.run)
+    if frames and not hasattr(run.model, "offsets"):
+        ap.error(f"--frames needs a TARGET-VAE run (z for each rotation cell); {args.run} is {run.config.model.kind}")
     lat = run.latents()
     images = np.load(f"{args.run}/images.npy").astype(np.float32)
     truth = pd.read_csv(args.truth)
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"median {np.degrees(np.median(np.abs(e))):.2f} deg")
 
     def r_text(z: np.ndarray) -> str:
-        return " / ".join(f"{multiple_r(z, c):.3f}" for c in conf.T)
+        return " / ".join(f"{multiple_correlation(z, c):.3f}" for c in conf.T)
 
     templates = run.decode(lat.z_mean)  # (n, N, N), model frame
     print(f"model frame: {frame_text(lat.theta)}; R(z) {r_text(lat.z_mean)}")
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{name:24s} corr(delta, {mname}) {np.corrcoef(delta, motion)[0, 1]:+.3f} | "
               f"{frame_text(lat.theta + delta)} | R(z, delta) {r_text(np.column_stack([lat.z_mean, delta]))}")
 
-    for frame in filter(None, args.frames.split(",")):
+    for frame in frames:
         run = TrainedRun.load(args.run)  # each frame starts from the trained weights
         tune = FixedPoseFinetune(run, images, lat.center_px)
         theta = lat.theta.copy()
