@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "traverse": ("traverse", "Decode images along the latent space of a trained run."),
     "analyze": ("analyze", "Plots, clusters and an HTML report for a trained run."),
     "select": ("select", "Write a subset of a run's particles chosen in its latent space."),
+    "reframe": ("reframe", "Realign a TARGET-VAE run on the molecule's rigid part; refit z there."),
     "pick": ("pick", "Find particles in micrographs with a TARGET-VAE run's attention map."),
     "extract": ("extract", "Cut particle boxes at picked coordinates: a stack and a RELION star."),
     "evaluate-picks": ("evaluate_picks", "Score particle picks against true positions: P, R, F1, AP."),

@@ -427,6 +427,17 @@ class PoseVAE(nn.Module, abc.ABC):
         capsules; ``cryovae analyze`` then draws no capsule maps."""
         return None
 
+    def z_at_rotation(self, y: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+        """The encoder's posterior parameters of z for images ``y`` (B, box, box) seen at the
+        rotation ``theta`` (B,) radians (internal convention), whatever rotation the encoder itself
+        would pick: the prior's parameter tuple (:meth:`LatentPrior.split`), each (B, zdim).
+
+        A model whose encoder gives z for every rotation (TARGET-VAE: one per rotation cell)
+        returns it; others return None (this default), and ``cryovae reframe``, which refits z
+        with every particle's rotation held at a new value, refuses them with one line.
+        """
+        return None
+
     def log_posterior(self, y: torch.Tensor, z: torch.Tensor, theta: torch.Tensor, center_px: torch.Tensor,
                       ctf: torch.Tensor | None = None) -> torch.Tensor:
         """Unnormalised log posterior density of (z, theta, t) per particle, (B,), in nats.

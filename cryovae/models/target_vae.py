@@ -231,6 +231,16 @@ class TargetVAE(PoseVAE):
         parts, kl_z_dims = self.kl_with_dims(post)
         return LossTerms(recon=recon, kl=sum(parts.values()), kl_parts=parts, kl_z_dims=kl_z_dims)
 
+    def z_at_rotation(self, y: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """z's posterior parameters, each (B, zdim), at the rotation cell nearest ``theta`` (B,)
+        radians and that cell's most probable shift (see :meth:`PoseVAE.z_at_rotation`)."""
+        post = self.encode(y)
+        rows = torch.arange(y.shape[0], device=y.device)
+        cell = wrap_angle(theta.to(self.offsets)[:, None] - self.offsets[None]).abs().argmin(1)  # (B,)
+        shift = post.logits[rows, cell].flatten(1).argmax(1)  # (B,) over the cell's H x W shifts
+        # p[rows, :, cell] is (B, zdim, H, W): advanced indices split by a slice come first
+        return tuple(p[rows, :, cell].flatten(2)[rows, :, shift] for p in self.z_params(post))
+
     @property
     def attention_context_px(self) -> int:
         return self.encoder.context_px

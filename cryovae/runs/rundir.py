@@ -12,6 +12,7 @@
     RUNDIR/latents.npz        per-particle results (:class:`cryovae.runs.Latents`)
     RUNDIR/particles.star     (and particles.cs/.csg for a cryoSPARC input) the results for RELION
     RUNDIR/classes.mrcs       a class model's class averages, with classes.star and classes.png
+    RUNDIR/reframe.json       a run made by ``cryovae reframe`` from another: its options and figures
 
 Training writes through a :class:`RunDir`; inference, analysis and napari read through it.
 Both checkpoints have one layout, read with ``torch.load(weights_only=True)``:
@@ -69,6 +70,7 @@ class RunDir:
     CLASS_STACK = "classes.mrcs"
     CLASS_STAR = "classes.star"
     CLASS_PNG = "classes.png"
+    REFRAME = "reframe.json"
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -78,6 +80,7 @@ class RunDir:
         self.images, self.images_key = p / self.IMAGES, p / self.IMAGES_KEY
         self.latents_file, self.star, self.cs = p / self.LATENTS, p / self.STAR, p / self.CS
         self.class_stack, self.class_star, self.class_png = p / self.CLASS_STACK, p / self.CLASS_STAR, p / self.CLASS_PNG
+        self.reframe = p / self.REFRAME
 
     @classmethod
     def of(cls, run: str | Path | RunDir) -> RunDir:

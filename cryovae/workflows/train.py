@@ -183,6 +183,8 @@ def train_run(particles: str | Path, rundir: str | Path | RunDir, model_cfg: Mod
     world = init_world(dev)
     dev = world.device(dev)
     if resume:
+        if run.reframe.exists():
+            raise CryovaeError(f"{run.path}: made by cryovae reframe, not by training; resume the run it was made from")
         run_cfg = run.read_config()
         if epochs is not None:
             run_cfg = replace(run_cfg, train=replace(run_cfg.train, epochs=int(epochs)))
