@@ -160,9 +160,11 @@ def test_reframe_writes_a_new_run_and_leaves_the_source_alone(tiny_run, tmp_path
     # the new run reads like any run
     res = CliRunner().invoke(cli, ["traverse", str(out), "--steps", "3", "-o", str(tmp_path / "trav")])
     assert res.exit_code == 0, res.output
-    # ... but is no training run to resume
+    # ... but is no training run to resume, nor an encoder of new particles (its attention was not retrained)
     res = CliRunner().invoke(cli, ["train", "--resume", str(out)])
     assert res.exit_code == 2 and "made by cryovae reframe" in res.output
+    res = CliRunner().invoke(cli, ["encode", str(out), str(tiny_run / "particles.star"), "-o", str(tmp_path / "e.star")])
+    assert res.exit_code == 2 and "made by cryovae reframe" in res.output, res.output
 
 
 def test_reframe_refuses_bad_requests_in_one_line(tiny_run, tmp_path):

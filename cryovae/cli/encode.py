@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from cryovae.cli.options import particle_reading_options
+from cryovae.errors import CryovaeError
 
 
 @click.command("encode")
@@ -42,8 +43,12 @@ def command(rundir, particles, output, latents_path, device, batch_size, datadir
     )
     from cryovae.io import read_particles
     from cryovae.io.bad_particles import bad_list_path, report_skipped
+    from cryovae.runs import RunDir
 
     check_output(output)
+    if RunDir(rundir).reframe.exists():
+        raise CryovaeError(f"{rundir}: made by cryovae reframe, whose rotations were held, not inferred; encode "
+                           "with the run it was made from, then reframe that")
     run = TrainedRun.load(rundir, device=device, weights=weights)
     refine = RefineConfig(steps=run.config.train.refine_steps if refine_steps is None else refine_steps)
     refine.validate()

@@ -29,7 +29,7 @@ import click
 @click.option("--epochs", default=6, show_default=True, type=int, help="Training epochs per round.")
 @click.option("--max-turn", default=24.0, show_default=True, type=float, help="Largest turn searched, degrees.")
 @click.option("--min-agreement", default=0.1, show_default=True, type=float,
-              help="Least split-half correlation of the turns to go on (0: always).")
+              help="Least split-half correlation of the turns to go on (-1: always).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the training's batches and samples.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")

@@ -20,8 +20,9 @@ The result is a new run folder ``out`` (the source run is only read): config.yam
 particles.star (+ .cs/.csg for a cryoSPARC input), reframe.json (the options, the agreement, each
 round's median turn and -ELBO) and train.log. Centres are kept; psi is the new rotation; z is the
 encoder's at it (no refinement or posterior grid). ``cryovae traverse``, ``analyze``, ``select``
-and napari read it like any run. Everything is computed before anything is written: Ctrl-C
-leaves no ``out``.
+and napari read it like any run; ``cryovae encode`` and ``train --resume`` refuse it (its attention over
+rotations was not retrained: new particles are encoded with the source run, then reframed).
+Everything is computed before anything is written: Ctrl-C leaves no ``out``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import numpy as np
 
 from cryovae.errors import CryovaeError
 from cryovae.geometry import internal_to_relion, wrap_degrees
-from cryovae.inference import TrainedRun, stack_ctf
+from cryovae.inference import TrainedRun
 from cryovae.inference.core_frame import realign, rigid_weight, split_half_agreement, z_at_pose
 from cryovae.io import atomic_path
 from cryovae.runs import Latents, RunDir, model_state
@@ -151,7 +152,9 @@ def reframe_run(rundir: str | Path, out: str | Path, cfg: ReframeConfig = Refram
     lat = src.read_latents()
     if len(lat) != len(images):
         raise CryovaeError(f"{src.path}: {src.LATENTS} has {len(lat)} particles but {src.IMAGES} has {len(images)}")
-    ctf = stack_ctf(stack, str(config.input.get("particles"))) if config.model.ctf else None
+    if config.model.ctf:  # the realignment compares each particle with its CTF-free template
+        raise CryovaeError(f"{src.path}: trained with --ctf; reframe does not yet apply each particle's CTF to "
+                           "the templates it aligns on")
     z_at_pose(model, images[:1], lat.theta[:1], run.device)  # one line now for a model without z at a rotation
 
     theta, z = lat.theta.astype(np.float64), lat.z_mean
@@ -174,7 +177,8 @@ def reframe_run(rundir: str | Path, out: str | Path, cfg: ReframeConfig = Refram
         else:
             delta = realign(images, templates, weight, theta, lat.center_px, deltas)
         theta = np.radians(wrap_degrees(np.degrees(theta + delta)))
-        loss = fit_fixed_pose(model, images, theta, lat.center_px, cfg.fixed_pose(r), run.device, ctf, progress)
+        loss = fit_fixed_pose(model, images, theta, lat.center_px, cfg.fixed_pose(r), run.device,
+                              progress=progress)
         z, z_std = z_at_pose(model, images, theta, run.device)
         turn = float(np.degrees(np.median(np.abs(delta))))
         rounds.append({"round": r + 1, "median_turn_deg": turn, "neg_elbo": loss})
