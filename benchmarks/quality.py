@@ -353,7 +353,7 @@ def merge_runs(previous: dict, result: dict) -> dict:
                          else previous.get("pictures", {}).get(name, []) for name in med}}
 
 
-def page(result: dict) -> str:
+def page(result: dict, out_dir: Path | None = None) -> str:
     """README.md: what was run, the medians, every run, the goals and the pictures."""
     med, runs, s = result["medians"], result["runs"], result["settings"]
     lines = ["# Quality of the default command on simulated data", ""]
@@ -422,6 +422,9 @@ def page(result: dict) -> str:
             lines += ["", f"{name}: the goal {goal:.2f} for corr(z, conformation) lies above what its data allow "
                           f"with the pose unknown ({cell(limit)}, the bound column above): an unbiased per-particle estimate "
                           "cannot reach it on such data."]
+    if out_dir is not None and (out_dir / "reframe.md").is_file():
+        lines += ["", "The two-arm frame after training, `cryovae reframe` (a command of its own, not the default "
+                      "command): [reframe.md](reframe.md)."]
     lines += ["", "## Pictures", "", "From `cryovae evaluate` on the first seed of each set.", ""]
     for name, files in result["pictures"].items():
         lines += [f"### {name} (seed {med[name]['seeds'][0]})", "", *(f"![{f}]({f})" for f in files), ""]
@@ -530,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
         result = merge_runs(json.loads((out / "quality.json").read_text()), result)
     bounds(result["medians"], box)
     write_json(result, out / "quality.json")
-    text = page(result)
+    text = page(result, out)
     write_text(text, out / "README.md")
     print(text[text.index("| set |"):text.index("## Every run")].strip())
     log.info("wrote %s and %s", out / "README.md", out / "quality.json")
