@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from cryovae.errors import CryovaeError, NonFiniteError
-from cryovae.models import PoseVAE, compute_ctf
+from cryovae.models import PoseVAE
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,10 @@ def _check_model(model: PoseVAE, images: torch.Tensor) -> None:
 
 def fit_fixed_pose(model: PoseVAE, images: np.ndarray, theta: np.ndarray, center_px: np.ndarray,
                    cfg: FixedPoseConfig = FixedPoseConfig(), device: torch.device | str = "cpu",
-                   ctf_params: np.ndarray | None = None, progress: bool = True) -> float:
+                   progress: bool = True) -> float:
     """Train ``model`` in place with each particle's pose held at ``(theta, center_px)``.
+
+    No CTF: a run trained with ``--ctf`` is not trained here (``cryovae reframe`` refuses it).
 
     Parameters
     ----------
@@ -66,7 +68,6 @@ def fit_fixed_pose(model: PoseVAE, images: np.ndarray, theta: np.ndarray, center
     images : (n, box, box) preprocessed particles.
     theta : (n,) radians, internal convention.  center_px : (n, 2) pixels, centred-template
         frame (as :class:`cryovae.runs.Latents` holds them).
-    ctf_params : (n, 7) CTF parameters of a ``--ctf`` run's particles, else None.
 
     Returns
     -------
@@ -77,7 +78,6 @@ def fit_fixed_pose(model: PoseVAE, images: np.ndarray, theta: np.ndarray, center
     y_all = torch.as_tensor(np.asarray(images, dtype=np.float32))
     th_all = torch.as_tensor(np.asarray(theta, dtype=np.float32))
     c_all = torch.as_tensor(np.asarray(center_px, dtype=np.float32))
-    p_all = None if ctf_params is None or not model.cfg.ctf else torch.as_tensor(np.asarray(ctf_params, np.float32))
     n = len(y_all)
     if not (len(th_all) == len(c_all) == n):
         raise CryovaeError(f"{n} images but {len(th_all)} rotations and {len(c_all)} centres")
@@ -91,10 +91,9 @@ def fit_fixed_pose(model: PoseVAE, images: np.ndarray, theta: np.ndarray, center
         total = 0.0
         for idx in torch.randperm(n, generator=gen).split(cfg.batch_size):
             y, th, c = y_all[idx].to(device), th_all[idx].to(device), c_all[idx].to(device)
-            ctf = None if p_all is None else compute_ctf(p_all[idx].to(device), model.cfg.box, model.cfg.pixel_size)
             params = model.z_at_rotation(y, th)
             z = model.prior.sample(params, gen if device.type == "cpu" else None)
-            loss = (model.prior.kl(params, dim=1) - model.log_likelihood(y, z, th, c, ctf)).mean()
+            loss = (model.prior.kl(params, dim=1) - model.log_likelihood(y, z, th, c)).mean()
             if not torch.isfinite(loss):
                 raise NonFiniteError(f"fixed-pose training: the loss is not finite at epoch {epoch + 1}; "
                                      "the run's weights may be damaged")

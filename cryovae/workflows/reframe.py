@@ -146,15 +146,15 @@ def reframe_run(rundir: str | Path, out: str | Path, cfg: ReframeConfig = Refram
     _check_paths(src, dst)
     run = TrainedRun.load(src.path, device)
     model, config = run.model, run.config
+    if config.model.ctf:  # the realignment compares each particle with its CTF-free template
+        raise CryovaeError(f"{src.path}: trained with --ctf; reframe does not yet apply each particle's CTF to "
+                           "the templates it aligns on")
     stack = read_run_particles(config.input)
     images = np.asarray(src.cached_images(stack, config.preprocess, progress=False, lazy=False, write=False),
                         dtype=np.float32)
     lat = src.read_latents()
     if len(lat) != len(images):
         raise CryovaeError(f"{src.path}: {src.LATENTS} has {len(lat)} particles but {src.IMAGES} has {len(images)}")
-    if config.model.ctf:  # the realignment compares each particle with its CTF-free template
-        raise CryovaeError(f"{src.path}: trained with --ctf; reframe does not yet apply each particle's CTF to "
-                           "the templates it aligns on")
     z_at_pose(model, images[:1], lat.theta[:1], run.device)  # one line now for a model without z at a rotation
 
     theta, z = lat.theta.astype(np.float64), lat.z_mean
@@ -212,11 +212,10 @@ def _write(src: RunDir, dst: RunDir, run: TrainedRun, stack, latents: Latents, c
         star = write_results(dst, stack, latents, bool(config.input.get("absolute_paths", False)))
         log.info("reframed %s: wrote %s and %s", src.path, star, dst.latents_file)
     except BaseException:
-        logging.getLogger("cryovae").removeHandler(handler)
-        handler.close()
         shutil.rmtree(dst.path, ignore_errors=True)  # it was new or empty
         if not created:
             dst.path.mkdir(exist_ok=True)
         raise
-    logging.getLogger("cryovae").removeHandler(handler)
-    handler.close()
+    finally:
+        logging.getLogger("cryovae").removeHandler(handler)
+        handler.close()
