@@ -4,6 +4,7 @@ fixed-pose training, and ``cryovae reframe`` on a trained run."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -167,6 +168,22 @@ def test_reframe_writes_a_new_run_and_leaves_the_source_alone(tiny_run, tmp_path
     assert res.exit_code == 2 and "made by cryovae reframe" in res.output, res.output
 
 
+def test_reframe_with_max_turn_0_holds_the_runs_rotations_and_skips_the_gate(tiny_run, tmp_path):
+    # --min-agreement 1 would refuse any search: with --max-turn 0 there is none to gate
+    out = tmp_path / "held"
+    res = CliRunner().invoke(cli, ["reframe", str(tiny_run), "-o", str(out), "--rounds", "1", "--epochs", "1",
+                                   "--max-turn", "0", "--min-agreement", "1", "--device", "cpu", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "rotations held" in res.output
+    run, old = RunDir(out), RunDir(tiny_run).read_latents()
+    lat = run.read_latents()
+    np.testing.assert_allclose(wrap_degrees(lat.psi_deg - old.psi_deg), 0, atol=1e-3)
+    np.testing.assert_allclose(lat.center_px, old.center_px)
+    assert not np.allclose(lat.z_mean, old.z_mean)  # z was refitted at the held poses
+    record = json.loads(run.reframe.read_text())
+    assert record["split_half_agreement"] is None and record["rounds"][0]["median_turn_deg"] == 0
+
+
 def test_reframe_refuses_bad_requests_in_one_line(tiny_run, tmp_path):
     runner = CliRunner()
     taken = tmp_path / "taken"
@@ -176,6 +193,7 @@ def test_reframe_refuses_bad_requests_in_one_line(tiny_run, tmp_path):
                           (["reframe", str(tiny_run), "-o", str(taken)], "not empty"),
                           (["reframe", str(tiny_run), "-o", str(tiny_run)], "not the run itself"),
                           (["reframe", str(tiny_run), "--rounds", "0", "-o", str(tmp_path / "r0")], "--rounds"),
+                          (["reframe", str(tiny_run), "--max-turn", "-1", "-o", str(tmp_path / "m0")], "--max-turn"),
                           (["reframe", str(tiny_run), "--min-agreement", "1", "--device", "cpu",
                             "-o", str(tmp_path / "agree")], "does not determine")]:
         res = runner.invoke(cli, args)

@@ -6,6 +6,8 @@ templates that does not change (the rigid part), turns each particle so that thi
 and trains the encoder and generator further with every rotation held there (--rounds times:
 realign, then --epochs epochs). It needs a TARGET-VAE run. If the data do not determine the
 turns (the search on two halves of the pixels disagrees: --min-agreement), nothing is written.
+--max-turn 0 searches no turn: every particle keeps the run's rotation and the rounds only train
+with it held (the control of the realignment; no gate).
 
 Writes a new run folder OUT (RUNDIR is only read): particles.star with the new psi and z,
 latents.npz, best.pt, reframe.json (the agreement and each round's median turn and -ELBO);
@@ -27,7 +29,8 @@ import click
               help="The new run folder [default: RUNDIR_core].")
 @click.option("--rounds", default=4, show_default=True, type=int, help="Rounds of realignment and training.")
 @click.option("--epochs", default=6, show_default=True, type=int, help="Training epochs per round.")
-@click.option("--max-turn", default=24.0, show_default=True, type=float, help="Largest turn searched, degrees.")
+@click.option("--max-turn", default=24.0, show_default=True, type=float,
+              help="Largest turn searched, degrees (0: keep the run's rotations and only train with them held).")
 @click.option("--min-agreement", default=0.1, show_default=True, type=float,
               help="Least split-half correlation of the turns to go on (-1: always).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the training's batches and samples.")
@@ -46,5 +49,6 @@ def command(rundir, outdir, rounds, epochs, max_turn, min_agreement, seed, devic
     result = reframe_run(rundir, out, cfg, device=device, progress=not quiet,
                          command_line=shlex.join(["cryovae", *sys.argv[1:]]))
     last = result.rounds[-1]
-    click.echo(f"split-half agreement {result.agreement:.2f}; last round: median turn {last['median_turn_deg']:.2f} deg, "
+    gate = "rotations held" if cfg.holds else f"split-half agreement {result.agreement:.2f}"
+    click.echo(f"{gate}; last round: median turn {last['median_turn_deg']:.2f} deg, "
                f"-ELBO {last['neg_elbo']:.1f} nats per particle; wrote {result.out}")

@@ -53,7 +53,9 @@ class ReframeConfig:
     """Options of :func:`reframe_run`.
 
     rounds : realign-then-train rounds.
-    max_turn_deg : the largest extra turn searched (degrees, both ways), in ``step_deg`` steps.
+    max_turn_deg : the largest extra turn searched (degrees, both ways), in ``step_deg`` steps; 0
+        holds every particle at the run's own rotation (no search, no split-half gate: the rounds
+        are then fixed-pose training alone, the control of the realignment).
     weight_power : how strongly varying pixels are left out of the rigid part (:func:`rigid_weight`).
     min_agreement : the least split-half correlation of the turns to go on (-1 always goes on).
     train : the fixed-pose training of each round (its epochs, learning rate, batch size; round
@@ -70,9 +72,9 @@ class ReframeConfig:
     def validate(self) -> None:
         if self.rounds < 1:
             raise CryovaeError(f"--rounds must be >= 1, got {self.rounds}")
-        if not 0 < self.max_turn_deg <= 180:
-            raise CryovaeError(f"--max-turn must be in (0, 180] degrees, got {self.max_turn_deg}")
-        if not 0 < self.step_deg <= self.max_turn_deg:
+        if not 0 <= self.max_turn_deg <= 180:
+            raise CryovaeError(f"--max-turn must be in [0, 180] degrees, got {self.max_turn_deg}")
+        if not (self.step_deg > 0 and (self.max_turn_deg == 0 or self.step_deg <= self.max_turn_deg)):
             raise CryovaeError(f"--step must be in (0, --max-turn] degrees, got {self.step_deg}")
         if not -1 <= self.min_agreement <= 1:
             raise CryovaeError(f"--min-agreement is a correlation in [-1, 1], got {self.min_agreement}")
@@ -82,8 +84,13 @@ class ReframeConfig:
         """The training options of round ``round_`` (from 0)."""
         return replace(self.train, seed=self.train.seed + round_)
 
+    @property
+    def holds(self) -> bool:
+        """True when no turn is searched: every particle keeps the run's rotation."""
+        return self.max_turn_deg == 0
+
     def deltas(self) -> np.ndarray:
-        """(D,) the extra turns searched, radians, 0 among them."""
+        """(D,) the extra turns searched, radians, 0 among them (only 0 when :attr:`holds`)."""
         k = int(np.floor(self.max_turn_deg / self.step_deg + 1e-9))
         return np.radians(np.arange(-k, k + 1) * self.step_deg)
 
@@ -91,7 +98,7 @@ class ReframeConfig:
 @dataclass
 class ReframeResult:
     """What :func:`reframe_run` wrote and measured: ``out`` (the new run), ``agreement`` (the
-    split-half correlation of the first round's turns), ``rounds`` (per round: median |turn| in
+    split-half correlation of the first round's turns; NaN with ``--max-turn 0``), ``rounds`` (per round: median |turn| in
     degrees and the last epoch's -ELBO per particle) and ``latents``."""
 
     out: Path
@@ -158,24 +165,16 @@ def reframe_run(rundir: str | Path, out: str | Path, cfg: ReframeConfig = Refram
     z_at_pose(model, images[:1], lat.theta[:1], run.device)  # one line now for a model without z at a rotation
 
     theta, z = lat.theta.astype(np.float64), lat.z_mean
-    deltas, rounds, agreement = cfg.deltas(), [], float("nan")
-    log.info("reframing %s: %d rounds of realignment (turns up to %g deg) and %d fixed-pose epochs",
-             src.path, cfg.rounds, cfg.max_turn_deg, cfg.train.epochs)
+    rounds, agreement = [], float("nan")
+    log.info("reframing %s: %d rounds of %s and %d fixed-pose epochs", src.path, cfg.rounds,
+             "the run's own rotations (--max-turn 0)" if cfg.holds else
+             f"realignment (turns up to {cfg.max_turn_deg:g} deg)", cfg.train.epochs)
     for r in range(cfg.rounds):
-        templates = run.decode(z)
-        weight = rigid_weight(templates, cfg.weight_power)
-        if r == 0:
-            turns = realign(images, templates, weight, theta, lat.center_px, deltas, halves=True)
-            agreement = split_half_agreement(turns[1], turns[2])
-            log.info("split-half agreement of the turns: %.3f (needed %.2f)", agreement, cfg.min_agreement)
-            if agreement < cfg.min_agreement:
-                raise CryovaeError(
-                    f"{src.path}: the rigid part does not determine each particle's turn (split-half agreement "
-                    f"{agreement:.2f} < --min-agreement {cfg.min_agreement:g}; noisy data or no rigid part); "
-                    "nothing written")
-            delta = turns[0]
+        if cfg.holds:  # the control: fixed-pose training at the run's own rotations
+            delta = np.zeros(len(images))
         else:
-            delta = realign(images, templates, weight, theta, lat.center_px, deltas)
+            delta, agreement = _turns(src, images, run.decode(z), theta, lat.center_px, cfg, first=r == 0,
+                                      agreement=agreement)
         theta = np.radians(wrap_degrees(np.degrees(theta + delta)))
         loss = fit_fixed_pose(model, images, theta, lat.center_px, cfg.fixed_pose(r), run.device,
                               progress=progress)
@@ -188,6 +187,24 @@ def reframe_run(rundir: str | Path, out: str | Path, cfg: ReframeConfig = Refram
                       psi_deg=internal_to_relion(theta, lat.center_px)[0], prob=None)
     _write(src, dst, run, stack, latents, cfg, agreement, rounds, command_line)
     return ReframeResult(out=dst.path, agreement=agreement, rounds=rounds, latents=latents)
+
+
+def _turns(src: RunDir, images: np.ndarray, templates: np.ndarray, theta: np.ndarray, center_px: np.ndarray,
+           cfg: ReframeConfig, first: bool, agreement: float) -> tuple[np.ndarray, float]:
+    """One round's realignment: each particle's extra turn (n,) radians, and the split-half
+    agreement (measured, and checked against ``cfg.min_agreement``, in the ``first`` round)."""
+    weight = rigid_weight(templates, cfg.weight_power)
+    if not first:
+        return realign(images, templates, weight, theta, center_px, cfg.deltas()), agreement
+    turns = realign(images, templates, weight, theta, center_px, cfg.deltas(), halves=True)
+    agreement = split_half_agreement(turns[1], turns[2])
+    log.info("split-half agreement of the turns: %.3f (needed %.2f)", agreement, cfg.min_agreement)
+    if agreement < cfg.min_agreement:
+        raise CryovaeError(
+            f"{src.path}: the rigid part does not determine each particle's turn (split-half agreement "
+            f"{agreement:.2f} < --min-agreement {cfg.min_agreement:g}; noisy data or no rigid part); "
+            "nothing written")
+    return turns[0], agreement
 
 
 def _write(src: RunDir, dst: RunDir, run: TrainedRun, stack, latents: Latents, cfg: ReframeConfig,
@@ -205,7 +222,7 @@ def _write(src: RunDir, dst: RunDir, run: TrainedRun, stack, latents: Latents, c
                 shutil.copyfile(src.path / name, dst.path / name)
         epochs = len(rounds) * cfg.train.epochs
         dst.save_best(model_state(run.model), epoch=epochs, elbo=-rounds[-1]["neg_elbo"])
-        record = {"source": str(src.path.resolve()), "options": asdict(cfg), "split_half_agreement": agreement,
+        record = {"source": str(src.path.resolve()), "options": asdict(cfg), "split_half_agreement": None if cfg.holds else agreement,
                   "rounds": rounds}
         with atomic_path(dst.reframe) as tmp:
             Path(tmp).write_text(json.dumps(record, indent=2) + "\n")
