@@ -92,7 +92,7 @@ def row_cells(r: dict) -> list[str]:
 
 HEAD = ["set", "seed", "conformation: train", "conformation: train + reframe", "rotation corr.: train",
         "rotation corr.: + reframe", "split-half agreement", "train (min)", "reframe (min)"]
-HELD_HEAD = {3: "conformation: train + reframe --max-turn 0", 10: "reframe --max-turn 0 (min)"}
+HELD_HEAD = {3: "conformation: train + reframe --max-turn 0", 9: "reframe --max-turn 0 (min)"}
 
 
 def head(held: bool) -> list[str]:
