@@ -98,8 +98,8 @@ class ReframeConfig:
 @dataclass
 class ReframeResult:
     """What :func:`reframe_run` wrote and measured: ``out`` (the new run), ``agreement`` (the
-    split-half correlation of the first round's turns; NaN with ``--max-turn 0``), ``rounds`` (per round: median |turn| in
-    degrees and the last epoch's -ELBO per particle) and ``latents``."""
+    split-half correlation of the first round's turns; NaN with ``--max-turn 0``), ``rounds``
+    (per round: median |turn| in degrees and the last epoch's -ELBO per particle) and ``latents``."""
 
     out: Path
     agreement: float
@@ -222,8 +222,8 @@ def _write(src: RunDir, dst: RunDir, run: TrainedRun, stack, latents: Latents, c
                 shutil.copyfile(src.path / name, dst.path / name)
         epochs = len(rounds) * cfg.train.epochs
         dst.save_best(model_state(run.model), epoch=epochs, elbo=-rounds[-1]["neg_elbo"])
-        record = {"source": str(src.path.resolve()), "options": asdict(cfg), "split_half_agreement": None if cfg.holds else agreement,
-                  "rounds": rounds}
+        record = {"source": str(src.path.resolve()), "options": asdict(cfg),
+                  "split_half_agreement": None if cfg.holds else agreement, "rounds": rounds}
         with atomic_path(dst.reframe) as tmp:
             Path(tmp).write_text(json.dumps(record, indent=2) + "\n")
         star = write_results(dst, stack, latents, bool(config.input.get("absolute_paths", False)))
