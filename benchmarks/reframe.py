@@ -41,9 +41,9 @@ HELD_ARGS = ["reframe", "run", "-o", "held", "--max-turn", "0", "--device", "cpu
 
 
 def reframed(folder: Path, args: list[str] = REFRAME_ARGS) -> dict:
-    """``cryovae reframe`` (``args``; its output folder is ``args[3]``) on folder/run (kept when
-    the same command made that folder from the same run before), scored; its record."""
-    sub = args[3]
+    """``cryovae reframe`` (``args``, whose ``-o`` names the output folder) on folder/run (kept
+    when the same command made that folder from the same run before), scored; its record."""
+    sub = args[args.index("-o") + 1]
     out, run_record = folder / sub, recorded(folder / "run", {})
     done = recorded(out, {"command": args, "run": run_record})
     if done and (out / "evaluation" / "metrics.json").is_file():

@@ -173,8 +173,8 @@ def reframe_run(rundir: str | Path, out: str | Path, cfg: ReframeConfig = Refram
         if cfg.holds:  # the control: fixed-pose training at the run's own rotations
             delta = np.zeros(len(images))
         else:
-            delta, agreement = _turns(src, images, run.decode(z), theta, lat.center_px, cfg, first=r == 0,
-                                      agreement=agreement)
+            delta, measured = _turns(src, images, run.decode(z), theta, lat.center_px, cfg, first=r == 0)
+            agreement = agreement if measured is None else measured
         theta = np.radians(wrap_degrees(np.degrees(theta + delta)))
         loss = fit_fixed_pose(model, images, theta, lat.center_px, cfg.fixed_pose(r), run.device,
                               progress=progress)
@@ -190,12 +190,12 @@ def reframe_run(rundir: str | Path, out: str | Path, cfg: ReframeConfig = Refram
 
 
 def _turns(src: RunDir, images: np.ndarray, templates: np.ndarray, theta: np.ndarray, center_px: np.ndarray,
-           cfg: ReframeConfig, first: bool, agreement: float) -> tuple[np.ndarray, float]:
-    """One round's realignment: each particle's extra turn (n,) radians, and the split-half
-    agreement (measured, and checked against ``cfg.min_agreement``, in the ``first`` round)."""
+           cfg: ReframeConfig, first: bool) -> tuple[np.ndarray, float | None]:
+    """One round's realignment: each particle's extra turn (n,) radians, and in the ``first``
+    round the split-half agreement (checked against ``cfg.min_agreement``; None in later rounds)."""
     weight = rigid_weight(templates, cfg.weight_power)
     if not first:
-        return realign(images, templates, weight, theta, center_px, cfg.deltas()), agreement
+        return realign(images, templates, weight, theta, center_px, cfg.deltas()), None
     turns = realign(images, templates, weight, theta, center_px, cfg.deltas(), halves=True)
     agreement = split_half_agreement(turns[1], turns[2])
     log.info("split-half agreement of the turns: %.3f (needed %.2f)", agreement, cfg.min_agreement)
