@@ -18,15 +18,21 @@ coordinate, the hinge, reads c for c1 - c2 below).
    cell of that rotation (its most probable shift): the ELBO's z part, recon + KL(z). ``model``: the run's own rotations,
    ``realigned``: step 1 redone before each round with the current templates, ``truth``: the
    simulated rotations after the best global offset (the frame fixed to the core; an oracle).
+3. ``--reference-iterations K``: the classical alternative to step 1, with no network: each
+   particle realigned (the same weighted search and weight) on the average of all particles
+   turned back by their current poses, the average remade after each of K iterations.
 
 Printed per weighting of step 1, then per round of step 2: the correlation of delta with c1 - c2,
 the spread of the remaining signed rotation error and its correlation with c1 - c2, the multiple
 correlation R of each arm's angle with z (and with (z, delta)), and the fine-tuning's -ELBO per
-particle (nats, its last epoch's mean; lower is better).
+particle (nats, its last epoch's mean; lower is better). Each weighting also prints the weighted
+residual step 1 minimises (mean per particle), with the templates at the run's own rotations and
+at the true ones: if the rigid part pinned the frame, the true rotations would give the lower.
 
     cryovae simulate arms -o D --n 4000 --box 40 --snr 1 --shift-sigma 1.5 --seed 1
     cryovae train D/particles.star --group p8 --zdim 2 -o RUN
     python benchmarks/core_frame.py RUN D/truth.csv --frames model,realigned,truth
+    python benchmarks/core_frame.py RUN D/truth.csv --reference-iterations 4
 """
 from __future__ import annotations
 
@@ -38,8 +44,9 @@ import torch
 
 from cryovae.analysis.metrics import multiple_correlation
 from cryovae.geometry import wrap_degrees
-from cryovae.inference.core_frame import realign, rigid_weight, z_at_pose
+from cryovae.inference.core_frame import pose_matrices, realign, rigid_weight, z_at_pose
 from cryovae.inference.trained_run import TrainedRun
+from cryovae.models import warp_images
 from cryovae.training import FixedPoseConfig, fit_fixed_pose
 
 FRAMES = ("model", "realigned", "truth")
@@ -56,6 +63,28 @@ def signed_error(theta: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return wrap(d - np.angle(np.mean(np.exp(1j * d))))
 
 
+def weighted_residual(images: np.ndarray, templates: np.ndarray, weight: np.ndarray, theta: np.ndarray,
+                      center_px: np.ndarray) -> float:
+    """Mean over the particles of the weighted squared residual that :func:`realign` minimises,
+    each template rendered at rotation ``theta`` (n,) radians: which frame the rigid part prefers."""
+    total = 0.0
+    for s in range(0, len(images), 256):
+        m = pose_matrices(torch.as_tensor(theta[s: s + 256], dtype=torch.float32),
+                          torch.as_tensor(center_px[s: s + 256], dtype=torch.float32))
+        g = warp_images(torch.as_tensor(templates[s: s + 256], dtype=torch.float32), m)
+        w = warp_images(torch.as_tensor(weight, dtype=torch.float32).expand(len(g), *weight.shape).contiguous(), m)
+        total += float((w * (torch.as_tensor(images[s: s + 256]) - g) ** 2).sum())
+    return total / len(images)
+
+
+def particle_average(images: np.ndarray, theta: np.ndarray, center_px: np.ndarray) -> np.ndarray:
+    """(N, N) the mean of the particles (n, N, N) turned back into the template frame by their
+    poses (the classical 2D reference, not the generator's)."""
+    m = torch.linalg.inv(pose_matrices(torch.as_tensor(theta, dtype=torch.float32),
+                                       torch.as_tensor(center_px, dtype=torch.float32)))
+    return warp_images(torch.as_tensor(images), m).mean(0).numpy()
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="a cryovae train run of a simulated set (RUN/images.npy, RUN/latents.npz)")
@@ -64,6 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frames", default="", help=f"comma list of {', '.join(FRAMES)}: fine-tune at those rotations")
     ap.add_argument("--rounds", type=int, default=4, help="rounds of fine-tuning (realigned: realign before each)")
     ap.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs per round")
+    ap.add_argument("--reference-iterations", type=int, default=0,
+                    help="also realign on the particles' own average (masked by the (1 - spread)^4 weight), "
+                         "re-averaged after each of this many iterations, with no training between them")
     args = ap.parse_args(argv)
     frames = [f for f in args.frames.split(",") if f]
     if unknown := sorted(set(frames) - set(FRAMES)):
@@ -94,17 +126,29 @@ def main(argv: list[str] | None = None) -> None:
     print(f"model frame: {frame_text(lat.theta)}; R(z) {r_text(lat.z_mean)}")
     mass = np.clip(templates.mean(0), 0, None)
     weights = {"whole template": np.ones_like(mass), "mass": mass / mass.max(),
-               "mass * (1 - spread)^2": rigid_weight(templates, 2), "mass * (1 - spread)^4": rigid_weight(templates, 4)}
+               "mass * (1 - spread)^2": rigid_weight(templates, 2), "mass * (1 - spread)^4": rigid_weight(templates, 4),
+               "mass * (1 - spread)^16": rigid_weight(templates, 16)}
+    true_theta = psi_true + np.angle(np.mean(np.exp(1j * wrap(lat.theta - psi_true))))
     for name, weight in weights.items():
         delta = realign(images, templates, weight, lat.theta, lat.center_px, deltas)
+        own, core = (weighted_residual(images, templates, weight, th, lat.center_px) for th in (lat.theta, true_theta))
         print(f"{name:24s} corr(delta, {mname}) {np.corrcoef(delta, motion)[0, 1]:+.3f} | "
-              f"{frame_text(lat.theta + delta)} | R(z, delta) {r_text(np.column_stack([lat.z_mean, delta]))}")
+              f"{frame_text(lat.theta + delta)} | R(z, delta) {r_text(np.column_stack([lat.z_mean, delta]))} | "
+              f"weighted residual at the run's rotations {own:.3f}, at the true ones {core:.3f}")
+
+    theta, weight = lat.theta.copy(), rigid_weight(templates, 4)
+    for i in range(args.reference_iterations):
+        reference = np.repeat(particle_average(images, theta, lat.center_px)[None], len(images), axis=0)
+        delta = realign(images, reference, weight, theta, lat.center_px, deltas)
+        theta = theta + delta
+        print(f"particle-average reference, iteration {i + 1}: median |delta| "
+              f"{np.degrees(np.median(np.abs(delta))):.1f} deg | {frame_text(theta)}", flush=True)
 
     for frame in frames:
         run = TrainedRun.load(args.run)  # each frame starts from the trained weights
         theta = lat.theta.copy()
         if frame == "truth":
-            theta = psi_true + np.angle(np.mean(np.exp(1j * wrap(lat.theta - psi_true))))
+            theta = true_theta.copy()
         z = lat.z_mean
         for r in range(args.rounds):
             if frame == "realigned":
