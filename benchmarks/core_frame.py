@@ -21,6 +21,8 @@ coordinate, the hinge, reads c for c1 - c2 below).
 3. ``--reference-iterations K``: the classical alternative to step 1, with no network: each
    particle realigned (the same weighted search and weight) on the average of all particles
    turned back by their current poses, the average remade after each of K iterations.
+4. ``--gate-null``: the split-half agreement of ``cryovae reframe``'s gate on the data and on
+   sets with no turn to find (:func:`gate_null`).
 
 Printed per weighting of step 1, then per round of step 2: the correlation of delta with c1 - c2,
 the spread of the remaining signed rotation error and its correlation with c1 - c2, the multiple
@@ -32,7 +34,7 @@ at the true ones: if the rigid part pinned the frame, the true rotations would g
     cryovae simulate arms -o D --n 4000 --box 40 --snr 1 --shift-sigma 1.5 --seed 1
     cryovae train D/particles.star --group p8 --zdim 2 -o RUN
     python benchmarks/core_frame.py RUN D/truth.csv --frames model,realigned,truth
-    python benchmarks/core_frame.py RUN D/truth.csv --reference-iterations 4
+    python benchmarks/core_frame.py RUN D/truth.csv --reference-iterations 4 --gate-null
 """
 from __future__ import annotations
 
@@ -44,7 +46,13 @@ import torch
 
 from cryovae.analysis.metrics import multiple_correlation
 from cryovae.geometry import wrap_degrees
-from cryovae.inference.core_frame import pose_matrices, realign, rigid_weight, z_at_pose
+from cryovae.inference.core_frame import (
+    pose_matrices,
+    realign,
+    rigid_weight,
+    split_half_agreement,
+    z_at_pose,
+)
 from cryovae.inference.trained_run import TrainedRun
 from cryovae.models import warp_images
 from cryovae.training import FixedPoseConfig, fit_fixed_pose
@@ -85,6 +93,27 @@ def particle_average(images: np.ndarray, theta: np.ndarray, center_px: np.ndarra
     return warp_images(torch.as_tensor(images), m).mean(0).numpy()
 
 
+def gate_null(images: np.ndarray, templates: np.ndarray, weight: np.ndarray, theta: np.ndarray,
+              center_px: np.ndarray, deltas: np.ndarray, seed: int = 0) -> list[tuple[str, float]]:
+    """reframe's split-half agreement on the data, then on sets where every true turn is 0: each
+    particle's template rendered at its pose plus white noise of the residual's spread, or plus
+    the residual of another particle (two random pairings). How far from 0 the estimator lands
+    when there is nothing to find."""
+    rng = np.random.default_rng(seed)
+    m = pose_matrices(torch.as_tensor(theta, dtype=torch.float32), torch.as_tensor(center_px, dtype=torch.float32))
+    clean = warp_images(torch.as_tensor(templates, dtype=torch.float32), m).numpy()
+    residual = images - clean
+    sets = [("the data", images),
+            ("templates + white noise", clean + rng.normal(size=clean.shape).astype(np.float32) * residual.std()),
+            ("templates + another particle's residual", clean + residual[rng.permutation(len(images))]),
+            ("templates + another particle's residual (2)", clean + residual[rng.permutation(len(images))])]
+    out = []
+    for name, x in sets:
+        turns = realign(x, templates, weight, theta, center_px, deltas, halves=True)
+        out.append((name, split_half_agreement(turns[1], turns[2])))
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("run", help="a cryovae train run of a simulated set (RUN/images.npy, RUN/latents.npz)")
@@ -93,6 +122,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--frames", default="", help=f"comma list of {', '.join(FRAMES)}: fine-tune at those rotations")
     ap.add_argument("--rounds", type=int, default=4, help="rounds of fine-tuning (realigned: realign before each)")
     ap.add_argument("--epochs", type=int, default=6, help="fine-tuning epochs per round")
+    ap.add_argument("--gate-null", action="store_true",
+                    help="also the split-half agreement of reframe's gate on the data and on sets with no turn "
+                         "to find (each template at its pose plus white noise, or plus another particle's residual)")
     ap.add_argument("--reference-iterations", type=int, default=0,
                     help="also realign on the particles' own average (masked by the (1 - spread)^4 weight), "
                          "re-averaged after each of this many iterations, with no training between them")
@@ -137,6 +169,9 @@ def main(argv: list[str] | None = None) -> None:
               f"weighted residual at the run's rotations {own:.3f}, at the true ones {core:.3f}")
 
     theta, weight = lat.theta.copy(), rigid_weight(templates, 4)
+    if args.gate_null:
+        for name, agreement in gate_null(images, templates, weight, lat.theta, lat.center_px, deltas):
+            print(f"split-half agreement, {name}: {agreement:+.3f}", flush=True)
     for i in range(args.reference_iterations):
         reference = np.repeat(particle_average(images, theta, lat.center_px)[None], len(images), axis=0)
         delta = realign(images, reference, weight, theta, lat.center_px, deltas)
