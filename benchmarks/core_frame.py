@@ -45,12 +45,13 @@ import pandas as pd
 import torch
 
 from cryovae.analysis.metrics import multiple_correlation
-from cryovae.geometry import wrap_degrees
+from cryovae.geometry import apply_relion_alignment, internal_to_relion, wrap_degrees
 from cryovae.inference.core_frame import (
     pose_matrices,
     realign,
     rigid_weight,
     split_half_agreement,
+    weighted_residual,
     z_at_pose,
 )
 from cryovae.inference.trained_run import TrainedRun
@@ -71,26 +72,12 @@ def signed_error(theta: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return wrap(d - np.angle(np.mean(np.exp(1j * d))))
 
 
-def weighted_residual(images: np.ndarray, templates: np.ndarray, weight: np.ndarray, theta: np.ndarray,
-                      center_px: np.ndarray) -> float:
-    """Mean over the particles of the weighted squared residual that :func:`realign` minimises,
-    each template rendered at rotation ``theta`` (n,) radians: which frame the rigid part prefers."""
-    total = 0.0
-    for s in range(0, len(images), 256):
-        m = pose_matrices(torch.as_tensor(theta[s: s + 256], dtype=torch.float32),
-                          torch.as_tensor(center_px[s: s + 256], dtype=torch.float32))
-        g = warp_images(torch.as_tensor(templates[s: s + 256], dtype=torch.float32), m)
-        w = warp_images(torch.as_tensor(weight, dtype=torch.float32).expand(len(g), *weight.shape).contiguous(), m)
-        total += float((w * (torch.as_tensor(images[s: s + 256]) - g) ** 2).sum())
-    return total / len(images)
-
-
 def particle_average(images: np.ndarray, theta: np.ndarray, center_px: np.ndarray) -> np.ndarray:
     """(N, N) the mean of the particles (n, N, N) turned back into the template frame by their
-    poses (the classical 2D reference, not the generator's)."""
-    m = torch.linalg.inv(pose_matrices(torch.as_tensor(theta, dtype=torch.float32),
-                                       torch.as_tensor(center_px, dtype=torch.float32)))
-    return warp_images(torch.as_tensor(images), m).mean(0).numpy()
+    poses (:func:`cryovae.geometry.apply_relion_alignment`, bilinear): the classical 2D reference,
+    not the generator's."""
+    psi, origin = internal_to_relion(theta, center_px)
+    return np.mean([apply_relion_alignment(x, p, o, order=1) for x, p, o in zip(images, psi, origin, strict=True)], axis=0)
 
 
 def gate_null(images: np.ndarray, templates: np.ndarray, weight: np.ndarray, theta: np.ndarray,
@@ -163,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     true_theta = psi_true + np.angle(np.mean(np.exp(1j * wrap(lat.theta - psi_true))))
     for name, weight in weights.items():
         delta = realign(images, templates, weight, lat.theta, lat.center_px, deltas)
-        own, core = (weighted_residual(images, templates, weight, th, lat.center_px) for th in (lat.theta, true_theta))
+        own, core = (weighted_residual(images, templates, weight, th, lat.center_px).mean()
+                     for th in (lat.theta, true_theta))
         print(f"{name:24s} corr(delta, {mname}) {np.corrcoef(delta, motion)[0, 1]:+.3f} | "
               f"{frame_text(lat.theta + delta)} | R(z, delta) {r_text(np.column_stack([lat.z_mean, delta]))} | "
               f"weighted residual at the run's rotations {own:.3f}, at the true ones {core:.3f}")

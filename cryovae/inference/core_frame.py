@@ -9,7 +9,8 @@ rotation then carries part of the conformation and z misses it. Here, with no tr
    pixels where the templates agree (low standard deviation over the data set) and carry mass.
 2. :func:`realign`: per particle, the extra turn ``delta`` (a grid of whole degrees, centre held)
    that minimises the residual between the particle and its template, weighted by that map, both
-   rendered at the particle's pose turned by ``delta``.
+   rendered at the particle's pose turned by ``delta`` (:func:`weighted_residual`: that residual
+   at given poses).
 3. :func:`split_half_agreement`: the same search on two disjoint halves of the pixels (a
    checkerboard); the correlation of the two halves' turns over the particles says whether the
    data determine ``delta`` at all (near 0 at SNR 0.1 on a small rigid part: the turn is noise).
@@ -73,6 +74,20 @@ def _search_cost(x: torch.Tensor, g: torch.Tensor, w: torch.Tensor, theta: torch
     return [torch.stack(c, 1) for c in costs]
 
 
+def _batches(images: np.ndarray, templates: np.ndarray, theta: np.ndarray, center_px: np.ndarray, batch_size: int):
+    """(slice, images, templates, theta, centres) of each batch, as float32 tensors; the images
+    (n, N, N) and templates must have the same shape."""
+    if templates.shape != images.shape:
+        raise CryovaeError(f"{len(templates)} templates of {templates.shape[1:]} for {len(images)} images of "
+                           f"{images.shape[1:]}")
+    th_all = torch.as_tensor(np.asarray(theta, dtype=np.float32))
+    c_all = torch.as_tensor(np.asarray(center_px, dtype=np.float32))
+    for s in range(0, len(images), batch_size):
+        sl = slice(s, min(s + batch_size, len(images)))
+        yield (sl, torch.from_numpy(images[sl]), torch.from_numpy(np.asarray(templates[sl], dtype=np.float32)),
+               th_all[sl], c_all[sl])
+
+
 @torch.no_grad()
 def realign(images: np.ndarray, templates: np.ndarray, weight: np.ndarray, theta: np.ndarray, center_px: np.ndarray,
             deltas: np.ndarray, batch_size: int = 128, halves: bool = False) -> np.ndarray:
@@ -95,24 +110,32 @@ def realign(images: np.ndarray, templates: np.ndarray, weight: np.ndarray, theta
     """
     images = np.asarray(images, dtype=np.float32)
     n, box = len(images), images.shape[-1]
-    if templates.shape != images.shape:
-        raise CryovaeError(f"{len(templates)} templates of {templates.shape[1:]} for {n} images of {images.shape[1:]}")
     deltas = np.asarray(deltas, dtype=np.float64)
     rows, cols = np.indices((box, box))
     board = torch.from_numpy(((rows + cols) % 2 == 0).astype(np.float32))
     masks = [torch.ones(box, box)] + ([board, 1 - board] if halves else [])
-    th_all = torch.as_tensor(np.asarray(theta, dtype=np.float32))
-    c_all = torch.as_tensor(np.asarray(center_px, dtype=np.float32))
     w = torch.as_tensor(np.asarray(weight, dtype=np.float32))
     best = np.zeros((len(masks), n))
-    for s in range(0, n, batch_size):
-        sl = slice(s, min(s + batch_size, n))
-        x = torch.from_numpy(images[sl])
-        g = torch.from_numpy(np.asarray(templates[sl], dtype=np.float32))
+    for sl, x, g, th, c in _batches(images, templates, theta, center_px, batch_size):
         wb = w[None].expand(len(x), box, box).contiguous()
-        for k, cost in enumerate(_search_cost(x, g, wb, th_all[sl], c_all[sl], deltas, masks)):
+        for k, cost in enumerate(_search_cost(x, g, wb, th, c, deltas, masks)):
             best[k, sl] = deltas[cost.argmin(1).numpy()]
     return best if halves else best[0]
+
+
+@torch.no_grad()
+def weighted_residual(images: np.ndarray, templates: np.ndarray, weight: np.ndarray, theta: np.ndarray,
+                      center_px: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """(n,) the weighted squared residual :func:`realign` minimises, at the poses given (no extra
+    turn); the arguments as :func:`realign`'s. Which of two sets of rotations the weight prefers."""
+    images = np.asarray(images, dtype=np.float32)
+    box = images.shape[-1]
+    w = torch.as_tensor(np.asarray(weight, dtype=np.float32))
+    out = np.zeros(len(images))
+    for sl, x, g, th, c in _batches(images, templates, theta, center_px, batch_size):
+        wb = w[None].expand(len(x), box, box).contiguous()
+        out[sl] = _search_cost(x, g, wb, th, c, np.zeros(1), [torch.ones(box, box)])[0][:, 0].numpy()
+    return out
 
 
 def split_half_agreement(delta_a: np.ndarray, delta_b: np.ndarray) -> float:
