@@ -7,17 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from cryovae.analysis.metrics import rotation_accuracy
 from cryovae.errors import CryovaeError
 from cryovae.geometry import transform_image
 from cryovae.inference.align2d import Align2DConfig, align_to_one_template, noise_variance, rotated
 from cryovae.simulate import SimulationConfig, simulate_hinge
-
-
-def _offset_errors(estimate: np.ndarray, truth: np.ndarray) -> np.ndarray:
-    """|estimate - truth| in degrees after the best global rotation offset."""
-    d = np.angle(np.exp(1j * (estimate - truth)))
-    d = np.angle(np.exp(1j * (d - np.angle(np.mean(np.exp(1j * d))))))
-    return np.degrees(np.abs(d))
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +36,11 @@ def test_rotated_renders_the_internal_convention():
 
 def test_alignment_recovers_the_rotations_of_simulated_particles(hinge):
     sim, result = hinge
-    errors = _offset_errors(result.theta, sim.theta_rad)  # the same sense: no mirror
-    assert np.median(errors) < 4.0, np.median(errors)  # a 10-degree grid: 2.5 degrees from quantisation alone
-    assert np.all(errors < 20)
-    # the rotation's sense is the internal one: the mirrored estimate is far worse
-    assert np.median(_offset_errors(-result.theta, sim.theta_rad)) > 30
+    acc = rotation_accuracy(np.degrees(result.theta), np.degrees(sim.theta_rad))  # after the best global offset
+    assert acc["median_error_deg"] < 4.0, acc  # a 10-degree grid: 2.5 degrees from quantisation alone
+    assert acc["fraction_within_15deg"] == 1.0
+    # the rotation's sense is the internal one: the mirrored fit is far worse
+    assert acc["mirror"]["median_error_deg"] > 30
 
 
 def test_alignment_recovers_the_centres_up_to_the_templates_own_offset(hinge):

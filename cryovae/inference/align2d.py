@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from cryovae.data.preprocess import radius_map, soft_circular_mask
 from cryovae.errors import CryovaeError
-from cryovae.inference.core_frame import pose_matrices
-from cryovae.models import warp_images
+from cryovae.models import rotate_images
 from cryovae.models.pose_search import (
     rotation_grid,
     shift_grid,
@@ -99,8 +99,7 @@ def noise_variance(images: torch.Tensor) -> float:
     """The noise variance per pixel, from the pixels outside the inscribed disc of every image
     (the corners, where a centred particle has no signal); all pixels when the box has none."""
     n = images.shape[-1]
-    idx = torch.arange(n, dtype=torch.float32) - n // 2
-    outside = (idx[:, None] ** 2 + idx[None] ** 2) > (n / 2) ** 2
+    outside = torch.from_numpy(radius_map(n) > n / 2)
     values = images[:, outside] if int(outside.sum()) >= 8 else images.flatten(1)
     var = float(values.var())
     if not var > 0:
@@ -108,23 +107,17 @@ def noise_variance(images: torch.Tensor) -> float:
     return var
 
 
-def disc(box: int, radius: float) -> torch.Tensor:
-    """(box, box) float32 1 inside a disc of ``radius`` times the half-width about ``box // 2``."""
-    idx = torch.arange(box, dtype=torch.float32) - box // 2
-    return ((idx[:, None] ** 2 + idx[None] ** 2) <= (radius * box / 2) ** 2).float()
-
-
 def rotated(template: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """(R, N, N) ``template (N, N)`` as a particle at each rotation (centre 0): ``T(R(a) p)``."""
-    r = len(angles)
-    return warp_images(template[None].expand(r, -1, -1).contiguous(), pose_matrices(angles, torch.zeros(r, 2)))
+    """(R, N, N) ``template (N, N)`` as a particle at each rotation (centre 0): ``T(R(a) p)``
+    (:func:`cryovae.models.rotate_images`)."""
+    return rotate_images(template[None].expand(len(angles), -1, -1).contiguous(), angles)
 
 
 def _em_step(images: torch.Tensor, template: torch.Tensor, angles: torch.Tensor, sigma2: float,
              log_prior: torch.Tensor, shifts: torch.Tensor, batch_size: int, mask: torch.Tensor):
     """One E- and M-step. Returns the new template (N, N), theta (n,), centres (n, 2), confidence (n,)."""
     n, box = images.shape[0], images.shape[-1]
-    turned = rotated(template * mask, angles)  # (R, N, N)
+    turned = rotated(template, angles)  # (R, N, N); the template is already inside the mask
     acc = torch.zeros(len(angles), box, box // 2 + 1, dtype=torch.complex64)
     unit = torch.exp(1j * angles.double()).to(torch.complex64)
     theta, centre, conf = torch.empty(n), torch.empty(n, 2), torch.empty(n)
@@ -139,8 +132,7 @@ def _em_step(images: torch.Tensor, template: torch.Tensor, angles: torch.Tensor,
         # sum_s q(r, s) y(p + s): a correlation of y with the posterior over shifts, per rotation
         acc += (torch.fft.rfft2(y)[:, None] * torch.fft.rfft2(post).conj()).sum(0)
     back = torch.fft.irfft2(acc, s=(box, box))  # (R, N, N): the particles' mean in each rotation's frame
-    inverse = pose_matrices(-angles, torch.zeros(len(angles), 2))
-    new = warp_images(back, inverse).sum(0) / n * mask
+    new = rotate_images(back, -angles).sum(0) / n * mask
     return new, theta, centre, conf
 
 
@@ -164,7 +156,7 @@ def align_to_one_template(images: np.ndarray, cfg: Align2DConfig = Align2DConfig
     angles = rotation_grid(cfg.rotations)
     shifts = shift_grid(box)
     log_prior = shift_log_prior(box, cfg.shift_sigma_px) - math.log(cfg.rotations)
-    mask = disc(box, cfg.mask_radius)
+    mask = torch.from_numpy(soft_circular_mask(box, cfg.mask_radius * box / 2, soft=0))
     template = rotated(y.mean(0), angles).mean(0) * mask  # the rotational average
     theta = torch.zeros(len(y))
     changes = []
