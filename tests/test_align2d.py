@@ -89,3 +89,33 @@ def test_bad_options_are_refused():
         Align2DConfig(rotations=1).validate()
     with pytest.raises(CryovaeError, match="mask radius"):
         Align2DConfig(mask_radius=0).validate()
+    with pytest.raises(CryovaeError, match="template's particles"):
+        Align2DConfig(template_particles=1).validate()
+    with pytest.raises(CryovaeError, match="tolerance"):
+        Align2DConfig(tol_deg=-1).validate()
+
+
+def test_rotation_std_is_small_where_the_rotation_is_known_and_large_where_not(hinge):
+    sim, result = hinge
+    step = 2 * np.pi / 36
+    assert result.theta_std.shape == (300,) and (result.theta_std >= step / np.sqrt(12) - 1e-6).all()
+    assert np.degrees(np.median(result.theta_std)) < 10  # SNR 1: sure within a grid step or two
+    rng = np.random.default_rng(5)  # pure noise: nothing to align, every rotation alike
+    noise = align_to_one_template(rng.normal(size=(60, 24, 24)).astype(np.float32),
+                                  Align2DConfig(rotations=36, iterations=3), progress=False)
+    assert np.degrees(np.median(noise.theta_std)) > 3 * np.degrees(np.median(result.theta_std))
+
+
+def test_template_from_a_subset_poses_every_particle_and_stops_when_settled(hinge, tmp_path):
+    """The template learnt from 150 of the 300 particles, read from a memmap, with the tolerance:
+    every particle gets a rotation as good as with all of them, in fewer iterations."""
+    sim, full = hinge
+    path = tmp_path / "images.npy"
+    np.save(path, sim.images.astype(np.float32))
+    images = np.load(path, mmap_mode="r")
+    cfg = Align2DConfig(rotations=36, iterations=30, template_particles=150, tol_deg=0.5)
+    result = align_to_one_template(images, cfg, progress=False)
+    assert result.theta.shape == (300,) and result.center_px.shape == (300, 2) and result.theta_std.shape == (300,)
+    assert len(result.changes_deg) < 30 and max(result.changes_deg[-2:]) < 0.5
+    acc = rotation_accuracy(np.degrees(result.theta), np.degrees(sim.theta_rad))
+    assert acc["median_error_deg"] < 4.0 and acc["fraction_within_15deg"] == 1.0, acc

@@ -208,3 +208,51 @@ def test_images_too_small_for_any_model_are_a_one_line_error(tmp_path):
     r = CliRunner().invoke(cli, ["train", str(star), "-o", str(tmp_path / "run"), *TINY[2:]])
     assert r.exit_code == 2 and "the images are 6 px" in r.output and "p.star" in r.output
     assert "Traceback" not in r.output
+
+
+def test_alignment_guides_training_and_is_kept_for_resume(tmp_path, star):
+    """--align-rotations: the EM alignment is made once (alignment.npz, one rotation and std per
+    particle), its penalty is a training column beside the ELBO for --guide-epochs epochs, and a
+    resumed run reads the file back instead of aligning again."""
+    run = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["train", str(star), "-o", str(run), "--epochs", "1", "--align-rotations", "12",
+                                 "--guide-epochs", "1", "--refine-steps", "0", "--no-posterior-grid", *TINY])
+    assert r.exit_code == 0, r.output
+    with np.load(run / "alignment.npz") as d:
+        assert d["theta"].shape == d["theta_std"].shape == d["confidence"].shape == (40,)
+        assert np.isfinite(d["theta"]).all() and (d["theta_std"] > 0).all()
+    stamp = (run / "alignment.npz").stat().st_mtime_ns
+    cfg = yaml.safe_load((run / "config.yaml").read_text())["train"]
+    assert cfg["align_rotations"] == 12 and cfg["guide_epochs"] == 1
+    r = CliRunner().invoke(cli, ["train", "--resume", "-o", str(run), "--epochs", "2"])
+    assert r.exit_code == 0, r.output
+    assert (run / "alignment.npz").stat().st_mtime_ns == stamp
+    m = pd.read_csv(run / "metrics.csv")
+    train, val = m[m["split"] == "train"].set_index("epoch"), m[m["split"] == "val"]
+    assert np.isfinite(train.loc[1, "rotation_guide"]) and train.loc[1, "rotation_guide"] > -50
+    assert np.isnan(train.loc[2, "rotation_guide"]) and val["rotation_guide"].isna().all()  # only --guide-epochs, never in val
+    # the ELBO column stays the ELBO: recon - kl
+    np.testing.assert_allclose(m["elbo"], m["recon"] - m["kl"], rtol=1e-5)
+
+    (run / "alignment.npz").write_bytes(b"not an npz")
+    r = CliRunner().invoke(cli, ["train", "--resume", "-o", str(run), "--epochs", "3"])
+    assert r.exit_code != 0 and "Traceback" not in r.output
+    assert "alignment.npz: damaged alignment file" in r.output
+
+
+def test_a_model_without_rotation_guidance_trains_without_alignment(tmp_path, star):
+    r = CliRunner().invoke(cli, ["train", str(star), "-o", str(tmp_path / "s"), "--model", "spatial",
+                                 "--enc-hidden", "16", "--epochs", "1", "--align-rotations", "12", *COMMON])
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "s" / "alignment.npz").exists()
+    assert "rotation_guide" not in pd.read_csv(tmp_path / "s" / "metrics.csv").columns
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--align-rotations", "2"], "--align-rotations"),
+    (["--guide-epochs", "-1"], "--guide-epochs"),
+    (["--guide-weight", "-1"], "--guide-weight"),
+])
+def test_bad_alignment_options_are_one_line_errors(tmp_path, star, args, message):
+    r = CliRunner().invoke(cli, ["train", str(star), "-o", str(tmp_path / "r"), *args])
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output

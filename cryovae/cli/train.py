@@ -44,6 +44,11 @@ TRAIN_OPTIONS = (
      "Free bits of z, nats per dimension (0: the plain ELBO)  [default: target 1, others 0]."),
     ("--refine-steps", "refine_steps", int,
      "After training, steps of per-particle pose and z refinement (0: the encoder's)."),
+    ("--align-rotations", "align_rotations", int,
+     "Before training, align the particles to one template by EM on this many rotations; their "
+     "rotations there guide the encoder's (target; 0: none)."),
+    ("--guide-epochs", "guide_epochs", int, "Epochs the alignment guides  [default: all]."),
+    ("--guide-weight", "guide_weight", float, "Weight of the alignment's guide against the ELBO."),
 )
 
 

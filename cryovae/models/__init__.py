@@ -11,11 +11,13 @@ Other layers use only what is re-exported here::
 from cryovae.models.base import (
     CLASS_EXTRA,
     CLASS_PROB_EXTRA,
+    ROTATION_GUIDE,
     AttentionMap,
     Encoding,
     LossTerms,
     ModelConfig,
     PoseVAE,
+    RotationGuide,
     option,
     wrap_angle,
 )
@@ -47,7 +49,7 @@ from cryovae.models.tvae import TVAE, TVAEConfig
 
 __all__ = [
     "AttentionMap", "CLASS_EXTRA", "CLASS_PROB_EXTRA", "CTF_COLUMNS", "Encoding", "GaussianMixturePrior", "LatentPrior", "LossTerms",
-    "MCEConfig", "MCEVAE", "ModelConfig", "PoseVAE", "SpatialConfig",
+    "MCEConfig", "MCEVAE", "ModelConfig", "PoseVAE", "ROTATION_GUIDE", "RotationGuide", "SpatialConfig",
     "SpatialGenerator", "SpatialVAE", "StandardNormalPrior", "TVAE", "TVAEConfig", "TargetConfig", "TargetVAE", "apply_ctf",
     "build_model", "check_ctf_finite", "compute_ctf", "config_from_dict", "ctf_parameters", "model_class",
     "model_classes", "model_config", "model_names", "option", "paper_config", "register_model",

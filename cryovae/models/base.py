@@ -193,12 +193,15 @@ class Encoding:
 class LossTerms:
     """Per-particle ELBO terms (B,) in nats; ``elbo = recon - kl``; the parts of kl in ``kl_parts``
     (named, e.g. ``kl_z``, ``kl_theta``: they become metrics.csv columns); ``kl_z_dims`` (B, zdim),
-    when a model gives it, splits ``kl_z`` over the dimensions of z (it sums to it)."""
+    when a model gives it, splits ``kl_z`` over the dimensions of z (it sums to it);
+    ``penalties`` (named, (B,) nats) are terms training subtracts besides the ELBO (the rotation
+    guide's), not part of it (they become metrics.csv columns too)."""
 
     recon: torch.Tensor
     kl: torch.Tensor
     kl_parts: dict[str, torch.Tensor]
     kl_z_dims: torch.Tensor | None = None
+    penalties: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def elbo(self) -> torch.Tensor:
@@ -213,15 +216,38 @@ class LossTerms:
         dimension one of Kingma et al.'s groups): each of the zdim dimensions is counted as at least ``free_nats / zdim``,
         so one dimension cannot take the others' share (with zdim 2, both arms of a complex
         would otherwise be free to share one dimension). 0, or a model without ``kl_z``: the
-        ELBO itself."""
+        ELBO itself. Less the :attr:`penalties`."""
+        penalty = sum(self.penalties.values()) if self.penalties else 0.0
         kz = self.kl_parts.get(CONTENT_KL)
         if not free_nats or kz is None:
-            return self.elbo
+            return self.elbo - penalty
         if self.kl_z_dims is None:
-            return self.elbo + kz - torch.clamp(kz.mean(), min=free_nats)
+            return self.elbo + kz - torch.clamp(kz.mean(), min=free_nats) - penalty
         dims = self.kl_z_dims
         floor = free_nats / dims.shape[1]
-        return self.elbo + kz - torch.clamp(dims.mean(0), min=floor).sum()
+        return self.elbo + kz - torch.clamp(dims.mean(0), min=floor).sum() - penalty
+
+
+@dataclass(frozen=True)
+class RotationGuide:
+    """A rotation for each particle of a batch from outside the model (a 2D alignment), for a
+    model whose encoder gives a posterior over the rotation (:attr:`PoseVAE.rotation_guidance`).
+
+    theta : (B,) radians, internal convention.  std : (B,) radians, how sure that rotation is.
+    weight : the penalty's weight against the ELBO (nats per nat).
+    """
+
+    theta: torch.Tensor
+    std: torch.Tensor
+    weight: float = 1.0
+
+    def part(self, rows: slice | torch.Tensor) -> RotationGuide:
+        """The guide of the particles ``rows`` of the batch."""
+        return RotationGuide(self.theta[rows], self.std[rows], self.weight)
+
+
+#: the name in :attr:`LossTerms.penalties` of the rotation guide's term
+ROTATION_GUIDE = "rotation_guide"
 
 
 @dataclass
@@ -284,6 +310,9 @@ class PoseVAE(nn.Module, abc.ABC):
     #: ``train``'s --refine-steps when not given (None: TrainConfig's); 0 for a model without a
     #: refinement objective (its :meth:`log_posterior` raises)
     refine_steps_default: ClassVar[int | None] = None
+    #: :meth:`forward` adds a :class:`RotationGuide`'s term (``-log q(theta = guide | y)``) to its
+    #: objective; a model without it ignores the guide (and ``train`` makes none for it)
+    rotation_guidance: ClassVar[bool] = False
     #: free bits of z (nats per dimension) when ``--free-nats`` is not given (0: the plain ELBO)
     free_nats_default: ClassVar[float] = 0.0
     #: the generator reads z alone (no class code, no capsules): after training, each particle's z
@@ -385,13 +414,16 @@ class PoseVAE(nn.Module, abc.ABC):
     @abc.abstractmethod
     def forward(self, y: torch.Tensor, ctf: torch.Tensor | None = None, *, sample: bool = True,
                 generator: torch.Generator | None = None, zero_z: bool = False,
-                rotate_encoder: bool = False) -> LossTerms:
+                rotate_encoder: bool = False, rotation_guide: RotationGuide | None = None) -> LossTerms:
         """The ELBO's terms for images ``y`` (B, box, box).
 
         ctf : (B, box, box//2+1) or None.  sample : one reparameterised sample of every latent
         (else the posterior means).  generator : the random stream of the samples.  zero_z : feed
         z = 0 to the generator (the z-delay of the first epochs).  rotate_encoder : show the
         encoder the images turned by a random angle (models that use it; others ignore it).
+        rotation_guide : each particle's rotation from a 2D alignment; a model with
+        :attr:`rotation_guidance` adds ``penalties["rotation_guide"]``, the negative log density of
+        the guide's rotation under its encoder's posterior times ``weight`` (others ignore it).
         """
 
     @abc.abstractmethod

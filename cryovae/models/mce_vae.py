@@ -77,6 +77,7 @@ from cryovae.models.base import (
     LossTerms,
     ModelConfig,
     PoseVAE,
+    RotationGuide,
     option,
     wrap_angle,
 )
@@ -559,7 +560,7 @@ class MCEVAE(PoseVAE):
 
     def forward(self, y: torch.Tensor, ctf: torch.Tensor | None = None, *, sample: bool = True,
                 generator: torch.Generator | None = None, zero_z: bool = False,
-                rotate_encoder: bool = False) -> LossTerms:
+                rotate_encoder: bool = False, rotation_guide: RotationGuide | None = None) -> LossTerms:
         """The objective's terms for images ``y`` (B, box, box) (see the module docstring): one
         sample of z and tau when ``sample`` (else the posterior means), the class summed out
         exactly. The ELBO ``log sum_c exp(log pi_c + log p(y | z_c, c, tau) - KL_z,c) - KL_tau``
@@ -567,7 +568,8 @@ class MCEVAE(PoseVAE):
         and ``kl_z = sum_c q_c KL(q(z | y, c) || p(z | c))`` (eq. 14). ``zero_z`` feeds the
         generator the class means (z's offset 0). ``rotate_encoder`` is ignored: the invariance
         loss already shows the encoder transformed copies. With ``pose_search`` the class and pose
-        are the search's (:meth:`search_forward`)."""
+        are the search's (:meth:`search_forward`). ``rotation_guide`` is ignored (the search
+        finds the pose)."""
         if self.cfg.pose_search:
             return self.search_forward(y, ctf, sample, generator, zero_z)
         post = self.encode(y)

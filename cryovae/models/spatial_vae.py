@@ -16,6 +16,7 @@ from cryovae.models.base import (
     LossTerms,
     ModelConfig,
     PoseVAE,
+    RotationGuide,
     option,
     wrap_angle,
 )
@@ -77,11 +78,12 @@ class SpatialVAE(PoseVAE):
 
     def forward(self, y: torch.Tensor, ctf: torch.Tensor | None = None, *, sample: bool = True,
                 generator: torch.Generator | None = None, zero_z: bool = False,
-                rotate_encoder: bool = False) -> LossTerms:
+                rotate_encoder: bool = False, rotation_guide: RotationGuide | None = None) -> LossTerms:
         """spatial-VAE's ELBO (eq. 4 with the theta KL of eq. 3).
 
         rotate_encoder : show the encoder the image turned by a random gamma in [0, 2 pi) and remove
             gamma from its prediction (theta - gamma, centre R(gamma) c'), as in the paper's 5HDB runs.
+        rotation_guide : ignored (the encoder gives one rotation, not a posterior over cells).
         """
         b = y.shape[0]
         if rotate_encoder:

@@ -16,11 +16,13 @@ import torch
 
 from cryovae.errors import CryovaeError
 from cryovae.models.base import (
+    ROTATION_GUIDE,
     AttentionMap,
     Encoding,
     LossTerms,
     ModelConfig,
     PoseVAE,
+    RotationGuide,
     option,
     wrap_angle,
 )
@@ -128,6 +130,7 @@ class TargetVAE(PoseVAE):
     #: conformation)| 0.28 on the 4,000-particle hinge, docs/quality); 1 nat of free bits keeps it
     free_nats_default = 1.0
     posterior_grid = True
+    rotation_guidance = True
 
     def __init__(self, cfg: TargetConfig) -> None:
         super().__init__(cfg)
@@ -208,10 +211,11 @@ class TargetVAE(PoseVAE):
 
     def forward(self, y: torch.Tensor, ctf: torch.Tensor | None = None, *, sample: bool = True,
                 generator: torch.Generator | None = None, zero_z: bool = False,
-                rotate_encoder: bool = False) -> LossTerms:
+                rotate_encoder: bool = False, rotation_guide: RotationGuide | None = None) -> LossTerms:
         """The ELBO of images ``y`` (B, box, box): one sample of (t, r), theta, z when ``sample``
         (Gumbel-softmax, straight-through when ``cfg.gumbel_hard``), else the posterior means at
-        the argmax cell. ``rotate_encoder`` is ignored: the encoder is rotation-equivariant."""
+        the argmax cell. ``rotate_encoder`` is ignored: the encoder is rotation-equivariant.
+        With ``rotation_guide``, ``penalties["rotation_guide"]`` is its weight times :meth:`guide_nll`."""
         post = self.encode(y)
         if sample:
             weights = gumbel_softmax_sample(post.logits, self.cfg.gumbel_tau, generator, self.cfg.gumbel_hard)
@@ -229,7 +233,24 @@ class TargetVAE(PoseVAE):
         # the encoder reads the centre in the network's own frame; reconstruction centres it
         recon = self.reconstruction(y, z, theta, cell.center_px, ctf)
         parts, kl_z_dims = self.kl_with_dims(post)
-        return LossTerms(recon=recon, kl=sum(parts.values()), kl_parts=parts, kl_z_dims=kl_z_dims)
+        penalties = ({} if rotation_guide is None else
+                     {ROTATION_GUIDE: rotation_guide.weight * self.guide_nll(post, rotation_guide)})
+        return LossTerms(recon=recon, kl=sum(parts.values()), kl_parts=parts, kl_z_dims=kl_z_dims,
+                         penalties=penalties)
+
+    def guide_nll(self, post: GroupPosterior, guide: RotationGuide) -> torch.Tensor:
+        """(B,) nats: ``-log q(theta = guide.theta | y)``, the guide's rotation under the encoder's
+        posterior over theta, the mixture over cells ``sum_{r,t} q(r, t | y) N(theta; offset_r +
+        delta_rt, s_rt^2 + guide.std^2)`` (the difference wrapped to a half turn; the guide's own
+        uncertainty widens each component). Its gradient teaches the attention the guide's
+        rotation cell and each cell's theta the angle within it, as MCE-VAE's pose distillation
+        teaches its encoder the searched pose."""
+        log_q = torch.log_softmax(post.logits.float().flatten(1), 1)  # (B, cells)
+        mean = (post.theta_delta.float() + self.offsets[None, :, None, None]).flatten(1)
+        var = (2 * post.theta_logstd.float()).exp().flatten(1) + guide.std.float()[:, None] ** 2
+        d = wrap_angle(guide.theta.float()[:, None] - mean)
+        log_n = -0.5 * d**2 / var - 0.5 * torch.log(2 * math.pi * var)
+        return -torch.logsumexp(log_q + log_n, 1)
 
     def z_at_rotation(self, y: torch.Tensor, theta: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """z's posterior parameters, each (B, zdim), at the rotation cell nearest ``theta`` (B,)

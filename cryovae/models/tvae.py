@@ -43,7 +43,15 @@ from cryovae.data.sequences import (
     shift_images,
 )
 from cryovae.errors import CryovaeError
-from cryovae.models.base import ACTIVATIONS, Encoding, LossTerms, ModelConfig, PoseVAE, option
+from cryovae.models.base import (
+    ACTIVATIONS,
+    Encoding,
+    LossTerms,
+    ModelConfig,
+    PoseVAE,
+    RotationGuide,
+    option,
+)
 from cryovae.models.capsules import capsule_roll_angle, fractional_roll, topographic_t
 from cryovae.models.ctf import apply_ctf
 from cryovae.models.distributions import gaussian_log_likelihood, kl_normal, randn_like
@@ -226,10 +234,11 @@ class TVAE(PoseVAE):
     # -- the contract ---------------------------------------------------------------------------
     def forward(self, y: torch.Tensor, ctf: torch.Tensor | None = None, *, sample: bool = True,
                 generator: torch.Generator | None = None, zero_z: bool = False,
-                rotate_encoder: bool = False) -> LossTerms:
+                rotate_encoder: bool = False, rotation_guide: RotationGuide | None = None) -> LossTerms:
         """The ELBO of eq. 12 over each particle's rotation sequence, divided by its S frames (nats
         per image, comparable with the other models). ``zero_z`` and ``rotate_encoder`` are not used
-        (T is the decoder's only input; the sequence turns the particle already)."""
+        (T is the decoder's only input; the sequence turns the particle already); nor is
+        ``rotation_guide``."""
         b, s = y.shape[0], self.frames
         x, (z_mu, z_logstd, u_mu, u_logstd) = self._encode_frames(y, s)
         z, u = z_mu, u_mu

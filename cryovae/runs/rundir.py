@@ -13,6 +13,8 @@
     RUNDIR/particles.star     (and particles.cs/.csg for a cryoSPARC input) the results for RELION
     RUNDIR/classes.mrcs       a class model's class averages, with classes.star and classes.png
     RUNDIR/reframe.json       a run made by ``cryovae reframe`` from another: its options and figures
+    RUNDIR/alignment.npz      the 2D alignment made before training (``--align-rotations``): each
+                              particle's rotation and its std (the rotation guide), reused on resume
 
 Training writes through a :class:`RunDir`; inference, analysis and napari read through it.
 Both checkpoints have one layout, read with ``torch.load(weights_only=True)``:
@@ -25,13 +27,15 @@ import csv
 import hashlib
 import json
 import logging
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cryovae import __version__
-from cryovae.errors import CryovaeError, InputFileError
+from cryovae.errors import CryovaeError, DamagedFileError, InputFileError
 from cryovae.io.atomic import atomic_path
 from cryovae.io.bad_particles import BAD_LIST
 from cryovae.runs.checkpoint import load_checkpoint, load_model_state, save_atomic
@@ -71,6 +75,9 @@ class RunDir:
     CLASS_STAR = "classes.star"
     CLASS_PNG = "classes.png"
     REFRAME = "reframe.json"
+    ALIGNMENT = "alignment.npz"
+    #: the arrays of alignment.npz, each (n,) (``changes_deg``: one per EM iteration)
+    ALIGNMENT_ARRAYS = ("theta", "theta_std", "confidence", "changes_deg")
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -81,6 +88,7 @@ class RunDir:
         self.latents_file, self.star, self.cs = p / self.LATENTS, p / self.STAR, p / self.CS
         self.class_stack, self.class_star, self.class_png = p / self.CLASS_STACK, p / self.CLASS_STAR, p / self.CLASS_PNG
         self.reframe = p / self.REFRAME
+        self.alignment = p / self.ALIGNMENT
 
     @classmethod
     def of(cls, run: str | Path | RunDir) -> RunDir:
@@ -178,6 +186,28 @@ class RunDir:
             writer = csv.DictWriter(fh, fieldnames=keys)
             writer.writeheader()
             writer.writerows(history)
+
+    # -- alignment.npz --------------------------------------------------------------------------
+    def save_alignment(self, arrays: dict[str, np.ndarray]) -> Path:
+        """RUNDIR/alignment.npz (atomic): :attr:`ALIGNMENT_ARRAYS` of the 2D alignment before training."""
+        with atomic_path(self.alignment) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **{k: np.asarray(arrays[k], dtype=np.float64) for k in self.ALIGNMENT_ARRAYS})
+        return self.alignment
+
+    def read_alignment(self, n: int) -> dict[str, np.ndarray]:
+        """RUNDIR/alignment.npz for ``n`` particles; :class:`DamagedFileError` (one line) for a file that
+        cannot be read, lacks an array, or holds another number of particles or non-finite values."""
+        try:
+            with np.load(self.alignment, allow_pickle=False) as d:
+                arrays = {k: np.asarray(d[k], dtype=np.float64) for k in self.ALIGNMENT_ARRAYS}
+        except (OSError, ValueError, EOFError, KeyError, AttributeError, zipfile.BadZipFile, zlib.error) as exc:
+            raise DamagedFileError(f"{self.alignment}: damaged alignment file ({type(exc).__name__}); delete it "
+                                   "and resume to align again") from None
+        for k in ("theta", "theta_std", "confidence"):
+            if arrays[k].shape != (n,) or not np.isfinite(arrays[k]).all():
+                raise DamagedFileError(f"{self.alignment}: damaged alignment file ({k} is not {n} finite values); "
+                                       "delete it and resume to align again")
+        return arrays
 
     # -- latents.npz --------------------------------------------------------------------------
     def read_latents(self) -> Latents:

@@ -41,6 +41,12 @@ class TrainConfig:
     posterior_grid : then report each particle's z, rotation and centre as posterior means over
         a grid of z values x rotations x sub-pixel shifts (:mod:`cryovae.inference.posterior`;
         models with ``posterior_grid`` and 1 or 2 z dimensions; others keep the refined point).
+    align_rotations : before training, align the particles to one template by EM
+        (:mod:`cryovae.inference.align2d`) on a grid of this many rotations, and let each
+        particle's rotation there (with its posterior std) guide the encoder's rotation posterior
+        (:class:`cryovae.models.RotationGuide`; models with ``rotation_guidance``). 0: no alignment.
+    guide_epochs : the epochs the guide acts in (None: every epoch).
+    guide_weight : the guide's weight against the ELBO (:class:`cryovae.models.RotationGuide`).
     """
 
     epochs: int = 20
@@ -60,6 +66,9 @@ class TrainConfig:
     sigma_lr_scale: float = 100.0
     refine_steps: int = 10
     posterior_grid: bool = True
+    align_rotations: int = 0
+    guide_epochs: int | None = None
+    guide_weight: float = 10.0
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -69,7 +78,8 @@ class TrainConfig:
             raise CryovaeError(f"train config has unknown keys: {', '.join(sorted(unknown))}")
         # a run written before the posterior grid existed reported the refined point: encoding it
         # again gives what it wrote
-        return cls(**{"posterior_grid": False, **d})
+        # ... and one written before the 2D alignment trained without it
+        return cls(**{"posterior_grid": False, "align_rotations": 0, **d})
 
     def validate(self) -> None:
         if self.epochs < 1:
@@ -86,5 +96,11 @@ class TrainConfig:
             raise CryovaeError(f"the settling threshold must be > 0 degrees, got {self.settle_deg}")
         if (self.z_delay_epochs or 0) < 0 or self.z_delay_max < 0 or self.early_stop_patience < 0 or self.lr_patience < 0:
             raise CryovaeError("z-delay and patience values must be >= 0")
+        if self.align_rotations < 0 or 0 < self.align_rotations < 4:
+            raise CryovaeError(f"--align-rotations must be 0 (no alignment) or >= 4, got {self.align_rotations}")
+        if not self.guide_weight >= 0:
+            raise CryovaeError(f"--guide-weight must be >= 0, got {self.guide_weight}")
+        if self.guide_epochs is not None and self.guide_epochs < 0:
+            raise CryovaeError(f"--guide-epochs must be >= 0, got {self.guide_epochs}")
         if self.refine_steps < 0:
             raise CryovaeError(f"--refine-steps must be >= 0, got {self.refine_steps}")

@@ -36,6 +36,7 @@ from cryovae.models import (
     CTF_COLUMNS,
     ModelConfig,
     PoseVAE,
+    RotationGuide,
     build_model,
     check_ctf_finite,
     compute_ctf,
@@ -145,13 +146,16 @@ def micro_batches(n: int, device: torch.device) -> list[slice]:
 
 def accumulate_gradients(step_model: torch.nn.Module, y: torch.Tensor, ctf: torch.Tensor | None, scale: float,
                          chunks: list[slice], *, generator: torch.Generator, zero_z: bool, rotate_encoder: bool,
-                         ddp: bool = False, free_nats: float = 0.0) -> tuple[list, tuple | None]:
+                         ddp: bool = False, free_nats: float = 0.0,
+                         guide: RotationGuide | None = None) -> tuple[list, tuple | None]:
     """The gradient of one training step, ``-scale * sum of the objectives`` (the ELBOs, with
     ``free_nats`` of free bits for z: :meth:`cryovae.models.LossTerms.objective`) of the particles
     ``y`` (B, box, box), added into the parameters' ``.grad`` one micro-batch (``chunks``) at a time.
 
     ddp : ``step_model`` is a DistributedDataParallel wrapper: only the last micro-batch's
         backward averages the gradients over the processes.
+    guide : each particle's rotation from a 2D alignment (:class:`cryovae.models.RotationGuide`),
+        whose term the model adds to its objective, or None.
 
     Returns each micro-batch's :class:`LossTerms` and, when one's loss was not finite (its
     backward is skipped), ``(its slice, its terms)`` of the first such, else None.
@@ -161,7 +165,8 @@ def accumulate_gradients(step_model: torch.nn.Module, y: torch.Tensor, ctf: torc
         sync = step_model.no_sync() if ddp and k < len(chunks) - 1 else nullcontext()
         with sync:
             terms = step_model(y[part], None if ctf is None else ctf[part], sample=True, generator=generator,
-                               rotate_encoder=rotate_encoder, zero_z=zero_z)
+                               rotate_encoder=rotate_encoder, zero_z=zero_z,
+                               rotation_guide=None if guide is None else guide.part(part))
             loss = -terms.objective(free_nats).sum() * scale
             if bool(torch.isfinite(loss)):
                 loss.backward()
@@ -181,7 +186,7 @@ def free_nats(model: PoseVAE, cfg: TrainConfig) -> float:
 def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, cfg: TrainConfig,
               device: torch.device, epoch: int, optimizer=None, progress: bool = False, *,
               world: World = SINGLE, forward: torch.nn.Module | None = None, workers: int = 0,
-              zero_z: bool = False) -> dict:
+              zero_z: bool = False, guide: RotationGuide | None = None) -> dict:
     """One pass over the particles ``sampler`` draws (in its order for ``epoch``); trains when
     ``optimizer`` is given. Returns the mean of each term over the particles (of every process).
 
@@ -191,6 +196,8 @@ def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, 
         particles). Validation runs ``model`` itself on each process's part.
     workers : DataLoader reader processes (:func:`cryovae.data.batch_loader`).
     zero_z : feed the generator z = 0 (an epoch of the z-delay; validated as trained).
+    guide : (training only) the rotation guide of every particle of ``dataset``, indexed as it
+        (:func:`alignment_guide`); each step's particles add its term to their objective.
     """
     train = optimizer is not None
     model.train(train)
@@ -207,6 +214,10 @@ def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, 
     for batch, (images, ctf_params, b_idx) in enumerate(bar):
         y = images.to(device, non_blocking=True)
         ctf = _batch_ctf(ctf_params, model.cfg, device)
+        step_guide = None
+        if train and guide is not None:
+            rows = torch.as_tensor(np.asarray(b_idx), dtype=torch.int64)
+            step_guide = RotationGuide(guide.theta[rows].to(device), guide.std[rows].to(device), guide.weight)
         # the step's mean loss over its particles (of every process)
         scale = world.size / step_sizes[batch] if world.distributed else 1.0 / len(b_idx)
         with torch.set_grad_enabled(train), _autocast(device, cfg.amp):
@@ -215,7 +226,7 @@ def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, 
                 parts, bad = accumulate_gradients(step_model, y, ctf, scale, micro_batches(len(b_idx), device),
                                                   generator=g_dev, zero_z=zero_z, rotate_encoder=cfg.rotate_encoder,
                                                   ddp=forward is not None,
-                                                  free_nats=free_nats(model, cfg))
+                                                  free_nats=free_nats(model, cfg), guide=step_guide)
             else:
                 parts, bad = [step_model(y, ctf, sample=True, generator=g_dev, zero_z=zero_z)], None
         if train:
@@ -227,7 +238,7 @@ def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, 
                 raise _diverged(model, y[part], None if ctf is None else ctf[part], terms, b_idx[part], epoch, batch, cfg)
             optimizer.step()
         for terms in parts:
-            values = {"elbo": terms.elbo, "recon": terms.recon, "kl": terms.kl, **terms.kl_parts}
+            values = {"elbo": terms.elbo, "recon": terms.recon, "kl": terms.kl, **terms.kl_parts, **terms.penalties}
             for name, v in values.items():
                 sums[name] = sums.get(name, 0.0) + float(v.detach().float().sum())
         n_seen += len(b_idx)
@@ -298,7 +309,7 @@ def _diverged(model, y, ctf, terms, b_idx, epoch: int, batch: int, cfg: TrainCon
     if ctf is not None and (row := _first_bad(ctf)) is not None:
         return NonFiniteError(f"the CTF of particle {int(b_idx[row]) + 1} (1-based, of those trained on) is not finite; check its "
                               f"{', '.join(CTF_COLUMNS[:-1])} ({kept})")
-    parts = {"recon": terms.recon, "kl": terms.kl, **terms.kl_parts}
+    parts = {"recon": terms.recon, "kl": terms.kl, **terms.kl_parts, **terms.penalties}
     which = [k for k, v in parts.items() if not bool(torch.isfinite(v.detach()).all())] or ["elbo"]
     state = "the weights became non-finite" if not weights_finite(model) else "the inputs are finite"
     return NonFiniteError(f"training diverged: non-finite loss ({', '.join(which)}) at epoch {epoch + 1}, "
@@ -319,7 +330,7 @@ def make_optimizer(model: PoseVAE, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str | Path | RunDir,
         device: torch.device, resume: bool = False, progress: bool = True, *, world: World = SINGLE,
-        workers: int = 0) -> FitResult:
+        workers: int = 0, guide: RotationGuide | None = None) -> FitResult:
     """Train ``model`` on ``dataset`` and keep its checkpoints in ``rundir``.
 
     Parameters
@@ -337,6 +348,10 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
         is wrapped in DistributedDataParallel, each step takes ``cfg.batch_size`` particles per
         process, and only rank 0 writes.
     workers : DataLoader reader processes per training process.
+    guide : each particle's rotation from a 2D alignment, (n,) tensors indexed as ``dataset``
+        (:func:`cryovae.workflows.train` makes it with :mod:`cryovae.inference.align2d`): its term
+        joins the training objective of a model with ``rotation_guidance`` for the first
+        ``cfg.guide_epochs`` epochs (None: all); the validation ELBO never holds it.
 
     Returns
     -------
@@ -355,6 +370,11 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
     n = len(dataset)
     if n < 2:
         raise CryovaeError(f"need at least 2 particles to train, got {n}")
+    if guide is not None and not (len(guide.theta) == len(guide.std) == n):
+        raise CryovaeError(f"the rotation guide has {len(guide.theta)} rotations for {n} particles")
+    if guide is not None and not type(model).rotation_guidance:
+        log.info("%s takes no rotation guide; training without it", model.title)
+        guide = None
 
     model = model.to(device)
     ddp = None
@@ -432,8 +452,9 @@ def fit(model: PoseVAE, dataset: ParticleDataset, cfg: TrainConfig, rundir: str 
         t0 = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         zero_z = z_on is None or epoch < z_on
+        guided = guide if cfg.guide_epochs is None or epoch < cfg.guide_epochs else None
         tr = run_epoch(model, dataset, train_sampler, cfg, device, epoch, optimizer, progress, world=world,
-                       forward=ddp, workers=workers, zero_z=zero_z)
+                       forward=ddp, workers=workers, zero_z=zero_z, guide=guided)
         rows = [{"epoch": epoch + 1, "split": "train", **tr, "lr": lr}]
         if len(val_idx):
             va = run_epoch(model, dataset, val_sampler, cfg, device, epoch, None, False, world=world,

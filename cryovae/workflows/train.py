@@ -11,17 +11,22 @@ stays resumable and no final output (latents.npz, particles.star, particles.cs) 
 from __future__ import annotations
 
 import logging
+import math
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from cryovae.data import LoaderConfig, ParticleDataset, signal_radius
 from cryovae.device import resolve_device
 from cryovae.distributed import World, init_world
 from cryovae.errors import CryovaeError, DamagedFileError, RunInterrupted, Terminated
 from cryovae.inference import (
+    Align2DConfig,
     RefineConfig,
+    align_to_one_template,
     encode_images,
     improve_latents,
     posterior_grid_for,
@@ -32,7 +37,7 @@ from cryovae.inference import (
     write_star,
 )
 from cryovae.io import row_range
-from cryovae.models import ModelConfig, model_class
+from cryovae.models import ModelConfig, RotationGuide, model_class
 from cryovae.runs import Latents, RunConfig, RunDir, TrainConfig
 from cryovae.training import FitResult, fit, seeded_model
 
@@ -249,12 +254,15 @@ def train_run(particles: str | Path, rundir: str | Path | RunDir, model_cfg: Mod
                      else f"{extent.radius_px:.0f} px from the centre")
             if world.is_main:
                 run.write_config(run_cfg, command_line)
+        phase = "aligning the particles"
+        guide = rotation_guide(run, images, run_cfg, world, progress)
         phase = "training"
         if resume and not has_checkpoint:
             log.info("%s: no checkpoint yet; training from epoch 0", run.path)
         model = seeded_model(run_cfg.model, run_cfg.train.seed)
         result = fit(model, ParticleDataset(images, ctf), run_cfg.train, run, dev,
-                     resume=resume and has_checkpoint, progress=progress, world=world, workers=loader.workers)
+                     resume=resume and has_checkpoint, progress=progress, world=world, workers=loader.workers,
+                     guide=guide)
         phase = "encoding and refining"
         if world.is_main:
             recenter_template(result.model, images, dev)  # the pose-free decode on the box centre
@@ -274,6 +282,40 @@ def train_run(particles: str | Path, rundir: str | Path | RunDir, model_cfg: Mod
         if handler is not None:
             logging.getLogger("cryovae").removeHandler(handler)
             handler.close()
+
+
+#: the EM alignment before training learns its template from this many particles (all of a smaller
+#: set), then poses every particle on it (:attr:`cryovae.inference.Align2DConfig.template_particles`)
+ALIGN_TEMPLATE_PARTICLES = 1000
+#: its iterations at most, and it stops once the rotations moved by less than this (degrees) twice
+ALIGN_ITERATIONS, ALIGN_TOL_DEG = 15, 0.5
+
+
+def rotation_guide(run: RunDir, images, run_cfg: RunConfig, world: World, progress: bool) -> RotationGuide | None:
+    """The rotation guide of training (``run_cfg.train.align_rotations``; None when 0 or the model
+    takes none): every particle's rotation from :func:`cryovae.inference.align_to_one_template`
+    on the preprocessed ``images`` and its posterior std. Made once by rank 0 and kept in
+    RUNDIR/alignment.npz (a resumed run reads it back)."""
+    rotations = run_cfg.train.align_rotations
+    if not rotations or not model_class(run_cfg.model.kind).rotation_guidance:
+        return None
+    n = len(images)
+    if world.is_main and not run.alignment.exists():
+        cfg = Align2DConfig(rotations=rotations, iterations=ALIGN_ITERATIONS, tol_deg=ALIGN_TOL_DEG,
+                            shift_sigma_px=run_cfg.model.translation_sigma_px,
+                            template_particles=ALIGN_TEMPLATE_PARTICLES, seed=run_cfg.train.seed)
+        log.info("2D alignment of the particles to one template (%d rotations, template from %d particles), "
+                 "to guide the encoder's rotations", rotations, min(n, ALIGN_TEMPLATE_PARTICLES))
+        t0 = time.perf_counter()
+        found = align_to_one_template(images, cfg, progress)
+        run.save_alignment({"theta": found.theta, "theta_std": found.theta_std, "confidence": found.confidence,
+                            "changes_deg": found.changes_deg})
+        log.info("2D alignment: %d iterations in %.0f s; median rotation std %.1f deg", len(found.changes_deg),
+                 time.perf_counter() - t0, math.degrees(float(np.median(found.theta_std))))
+    world.barrier()  # rank 0 has written alignment.npz
+    arrays = run.read_alignment(n)
+    return RotationGuide(torch.as_tensor(arrays["theta"], dtype=torch.float32),
+                         torch.as_tensor(arrays["theta_std"], dtype=torch.float32), run_cfg.train.guide_weight)
 
 
 def _encode_part(model, images, ctf, run_cfg: RunConfig, device, world: World, progress: bool) -> Latents:
