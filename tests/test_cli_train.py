@@ -49,7 +49,7 @@ def test_train_writes_the_run_directory_and_resume_continues(tmp_path, star):
     r = CliRunner().invoke(cli, ["train", str(star), "-o", str(run), "--epochs", "1", *TINY])
     assert r.exit_code == 0, r.output
     for name in ("config.yaml", "checkpoint.pt", "best.pt", "metrics.csv", "train.log", "latents.npz",
-                 "particles.star", "images.npy"):
+                 "particles.star", "images.npy", "alignment.npz"):  # TARGET-VAE aligns first by default
         assert (run / name).exists(), name
     cfg = yaml.safe_load(open(run / "config.yaml"))
     assert cfg["model"]["group"] == "p4" and cfg["model"]["box"] == BOX
@@ -246,6 +246,13 @@ def test_a_model_without_rotation_guidance_trains_without_alignment(tmp_path, st
     assert r.exit_code == 0, r.output
     assert not (tmp_path / "s" / "alignment.npz").exists()
     assert "rotation_guide" not in pd.read_csv(tmp_path / "s" / "metrics.csv").columns
+
+
+def test_a_run_config_from_before_the_alignment_reads_as_trained_without_it():
+    from cryovae.runs import TrainConfig
+
+    assert TrainConfig().align_rotations == 36
+    assert TrainConfig.from_dict({"epochs": 5}).align_rotations == 0
 
 
 @pytest.mark.parametrize("args,message", [

@@ -46,7 +46,7 @@ TRAIN_OPTIONS = (
      "After training, steps of per-particle pose and z refinement (0: the encoder's)."),
     ("--align-rotations", "align_rotations", int,
      "Before training, align the particles to one template by EM on this many rotations; their "
-     "rotations there guide the encoder's (target; 0: none)."),
+     "rotations there guide the encoder's (TARGET-VAE; 0: none)."),
     ("--guide-epochs", "guide_epochs", int, "Epochs the alignment guides  [default: all]."),
     ("--guide-weight", "guide_weight", float, "Weight of the alignment's guide against the ELBO."),
 )

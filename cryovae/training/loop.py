@@ -164,9 +164,11 @@ def accumulate_gradients(step_model: torch.nn.Module, y: torch.Tensor, ctf: torc
     for k, part in enumerate(chunks):
         sync = step_model.no_sync() if ddp and k < len(chunks) - 1 else nullcontext()
         with sync:
+            # a model is asked for the guide's term only when there is one (a model without
+            # rotation_guidance need not take the keyword)
+            guided = {} if guide is None else {"rotation_guide": guide.part(part)}
             terms = step_model(y[part], None if ctf is None else ctf[part], sample=True, generator=generator,
-                               rotate_encoder=rotate_encoder, zero_z=zero_z,
-                               rotation_guide=None if guide is None else guide.part(part))
+                               rotate_encoder=rotate_encoder, zero_z=zero_z, **guided)
             loss = -terms.objective(free_nats).sum() * scale
             if bool(torch.isfinite(loss)):
                 loss.backward()
