@@ -14,6 +14,8 @@ Usage::
     python benchmarks/train_throughput.py --device cuda --batch-size 128
     python benchmarks/train_throughput.py --models target --sizes 40 --batch-size 64 --before --profile
                                                                # before / after issue #13, and where the time goes
+    python benchmarks/train_throughput.py --models target --sizes 40 --batch-size 64 --guide --steps 9
+                                                               # + the step with the 2D alignment's rotation guide
 
 FLOPs are counted with ``torch.utils.flop_counter`` on the same step with the lifting convolution
 done directly (FFT-free), i.e. the arithmetic the original code performs; "achieved GFLOP/s" is
@@ -58,6 +60,12 @@ def _one(spec: dict) -> dict:
     y = torch.randn(b, cfg.box, cfg.box, device=device)
     chunks = [slice(None)] if before else micro_batches(b, device)
     g = torch.Generator(device=device).manual_seed(0)
+    guide = None
+    if spec.get("variant") == "guided":  # what train adds with --align-rotations (the default)
+        from cryovae.models import RotationGuide
+
+        guide = RotationGuide(torch.rand(b, device=device) * 6.28 - 3.14, torch.full((b,), 0.05, device=device),
+                              TrainConfig().guide_weight)
 
     def sync():
         if device.type == "cuda":
@@ -66,7 +74,8 @@ def _one(spec: dict) -> dict:
     def step():  # the trainer's step (micro-batches on a CPU)
         with torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else _null():
             opt.zero_grad()
-            accumulate_gradients(model, y, None, 1.0 / b, chunks, generator=g, zero_z=False, rotate_encoder=False)
+            accumulate_gradients(model, y, None, 1.0 / b, chunks, generator=g, zero_z=False, rotate_encoder=False,
+                                 guide=guide)
         opt.step()
 
     model.train()
@@ -220,6 +229,8 @@ def main() -> None:
                     help="also the TARGET-VAE of cryovae before issue #13 beside today's (see BEFORE)")
     ap.add_argument("--profile", action="store_true",
                     help="where a default TARGET-VAE training step's time goes, per part")
+    ap.add_argument("--guide", action="store_true",
+                    help="also TARGET-VAE's step with the rotation guide of the 2D alignment (train's default)")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--one-phases", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -235,6 +246,11 @@ def main() -> None:
     specs = [dict(kind=k, box=int(s), paper=False) for k in args.models.split(",") for s in args.sizes.split(",")]
     if args.before:
         specs = [dict(spec, variant=v) for spec in specs for v in ("before", "after") if spec["kind"] == "target" or v == "after"]
+    if args.guide:  # after each TARGET-VAE spec of today's defaults, the same with the guide
+        guided = [dict(spec, variant="guided") for spec in specs
+                  if spec["kind"] == "target" and spec.get("variant", "after") == "after"]
+        specs = [s for spec in specs for s in (spec, *[g for g in guided if g["box"] == spec["box"]
+                                                      and spec["kind"] == "target" and spec.get("variant", "after") == "after"])]
     if args.paper:
         specs.append(dict(kind="target", box=40, paper=True))
     header = f"{'model':>8} {'box':>4} {'size':>7} {'train p/s':>10} {'encode p/s':>11} {'refine p/s':>11} {'peak MiB':>9} {'GFLOP/step':>11} {'GFLOP/s':>8}"
