@@ -199,7 +199,7 @@ def run_epoch(model: PoseVAE, dataset: ParticleDataset, sampler: SeededSampler, 
     workers : DataLoader reader processes (:func:`cryovae.data.batch_loader`).
     zero_z : feed the generator z = 0 (an epoch of the z-delay; validated as trained).
     guide : (training only) the rotation guide of every particle of ``dataset``, indexed as it
-        (:func:`alignment_guide`); each step's particles add its term to their objective.
+        (:func:`cryovae.workflows.train.rotation_guide`); each step's particles add its term to their objective.
     """
     train = optimizer is not None
     model.train(train)
