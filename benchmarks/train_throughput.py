@@ -247,10 +247,11 @@ def main() -> None:
     if args.before:
         specs = [dict(spec, variant=v) for spec in specs for v in ("before", "after") if spec["kind"] == "target" or v == "after"]
     if args.guide:  # after each TARGET-VAE spec of today's defaults, the same with the guide
-        guided = [dict(spec, variant="guided") for spec in specs
-                  if spec["kind"] == "target" and spec.get("variant", "after") == "after"]
-        specs = [s for spec in specs for s in (spec, *[g for g in guided if g["box"] == spec["box"]
-                                                      and spec["kind"] == "target" and spec.get("variant", "after") == "after"])]
+        def with_guided(spec: dict) -> list[dict]:
+            today = spec["kind"] == "target" and spec.get("variant", "after") == "after"
+            return [spec, dict(spec, variant="guided")] if today else [spec]
+
+        specs = [s for spec in specs for s in with_guided(spec)]
     if args.paper:
         specs.append(dict(kind="target", box=40, paper=True))
     header = f"{'model':>8} {'box':>4} {'size':>7} {'train p/s':>10} {'encode p/s':>11} {'refine p/s':>11} {'peak MiB':>9} {'GFLOP/step':>11} {'GFLOP/s':>8}"

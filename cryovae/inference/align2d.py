@@ -14,8 +14,9 @@ favours no rotation), each iteration
 Near the start the posterior is nearly uniform and the template stays round; the symmetry breaks
 after some iterations (on the two-arm set at SNR 0.1, after ten) and the poses then settle within
 a few more. The iterations may learn the template from a random subset of the particles, and
-stop once the rotations no longer move; one last E-step then poses every particle. Each particle's rotation is the circular posterior mean and its centre the posterior
-mean of the shift; the posterior's largest rotation share says how sure the particle is.
+stop once the rotations no longer move; one last E-step then poses every particle. Each
+particle's rotation is the circular posterior mean and its centre the posterior mean of the
+shift; the posterior's largest rotation share says how sure the particle is.
 
 Conventions: the internal ones of :mod:`cryovae.geometry` — a particle is ``T(R(theta) (p - c))``
 for its template ``T``, rotation ``theta`` (radians) and centre ``c`` (pixels, ``(x, y)``), so
